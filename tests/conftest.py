@@ -15,3 +15,15 @@ def shared() -> Path:
     if not (SHARED / "fixtures").is_dir():
         pytest.skip(f"shared reference data not found at {SHARED} (set AFMASK_SHARED)")
     return SHARED
+
+
+@pytest.fixture(params=["numpy", "cupy", "arrayfire"])
+def backend(request):
+    """Each backend found here; the others skip with the reason they did not load."""
+    from afmask.backend import get_backend, probe, use_backend
+
+    found = probe(request.param)
+    if not found.available:
+        pytest.skip(found.reason)
+    with use_backend(request.param):
+        yield get_backend(request.param)

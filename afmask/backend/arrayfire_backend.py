@@ -1,0 +1,257 @@
+"""The ArrayFire backend, through the official ``arrayfire`` Python bindings.
+
+It runs on whichever ArrayFire backend the bindings have active (CUDA, OpenCL
+or CPU). Arrays are ``arrayfire.Array``; canonical shape is ArrayFire's own
+``dims()``, so nothing is reshaped on the way in or out.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from afmask.backend.base import Array, Backend, DeviceInfo, canonical_shape, dims4, unwrap_counts
+
+_NP_TO_AF = {
+    "float32": "f32", "complex64": "c32", "float64": "f64", "complex128": "c64", "bool": "b8",
+    "int32": "s32", "uint32": "u32", "uint8": "u8", "int64": "s64", "uint64": "u64",
+    "int16": "s16", "uint16": "u16", "float16": "f16",
+}
+_AF_TO_NP = {v: k for k, v in _NP_TO_AF.items()}
+
+
+class ArrayFireBackend(Backend):
+    """ArrayFire semantics on ArrayFire itself."""
+
+    name = "arrayfire"
+
+    def __init__(self, af_module: Any):
+        self.af = af_module
+
+    def _afdtype(self, dtype: Any):
+        return getattr(self.af.Dtype, _NP_TO_AF[np.dtype(dtype).name])
+
+    # -- conversion and creation -------------------------------------------------------
+    def asarray(self, a: Any, dtype: Any = None) -> Array:
+        if isinstance(a, self.af.Array):
+            return a if dtype is None or self.dtype(a) == np.dtype(dtype) else self.astype(a, dtype)
+        if isinstance(a, (int, float, list, tuple)) and dtype is None:
+            dtype = np.float32
+        host = np.asarray(a, dtype=dtype)
+        host = host.reshape(canonical_shape(host.shape))
+        # from_ndarray keeps the logical shape whatever the memory order
+        return self.af.interop.from_ndarray(np.asfortranarray(host))
+
+    def to_numpy(self, a: Array) -> np.ndarray:
+        host = np.asarray(a.to_ndarray())
+        return host.reshape(canonical_shape(dims4(a.dims())), order="F")
+
+    def is_array(self, a: Any) -> bool:
+        return isinstance(a, self.af.Array)
+
+    def dims(self, a: Array) -> tuple[int, int, int, int]:
+        return dims4(a.dims())
+
+    def dtype(self, a: Array) -> np.dtype:
+        return np.dtype(_AF_TO_NP[a.dtype().name])
+
+    def astype(self, a: Array, dtype: Any) -> Array:
+        return a.as_type(self._afdtype(dtype))
+
+    def copy(self, a: Array) -> Array:
+        return a.copy()
+
+    def zeros(self, dims, dtype=np.float32):
+        return self.full(dims, 0, dtype)
+
+    def full(self, dims, value, dtype=np.float32):
+        return self.af.constant(value, *dims4(dims), dtype=self._afdtype(dtype))
+
+    def identity(self, n, dtype=np.float32):
+        return self.af.identity(n, n, dtype=self._afdtype(dtype))
+
+    def _engine(self, seed: int):
+        return self.af.random.Random_Engine(seed=int(seed))
+
+    def randn(self, dims, seed, dtype=np.float32):
+        return self.af.randn(*dims4(dims), dtype=self._afdtype(dtype), engine=self._engine(seed))
+
+    def randu(self, dims, seed, dtype=np.float32):
+        return self.af.randu(*dims4(dims), dtype=self._afdtype(dtype), engine=self._engine(seed))
+
+    # -- element-wise -------------------------------------------------------------------
+    def sqrt(self, a):
+        return self.af.sqrt(a)
+
+    def exp(self, a):
+        return self.af.exp(a)
+
+    def log(self, a):
+        return self.af.log(a)
+
+    def log1p(self, a):
+        return self.af.log1p(a)
+
+    def abs(self, a):
+        return self.af.abs(a)
+
+    def sign(self, a):
+        # af::sign is 1 for negative and 0 otherwise; we want the mathematical sign
+        t = self._afdtype(self.dtype(a))
+        return (a > 0).as_type(t) - (a < 0).as_type(t)
+
+    def sigmoid(self, a):
+        return self.af.sigmoid(a)
+
+    def tanh(self, a):
+        return self.af.tanh(a)
+
+    def maximum(self, a, b):
+        return self.af.maxof(a, b)
+
+    def minimum(self, a, b):
+        return self.af.minof(a, b)
+
+    def where(self, cond, a, b):
+        return self.af.select(cond, a, b)
+
+    def isfinite_all(self, a) -> bool:
+        bad = self.af.isnan(a) | self.af.isinf(a)
+        return not bool(self.af.any_true(bad))
+
+    # -- reductions -----------------------------------------------------------------------
+    def sum(self, a, axes):
+        for ax in axes:
+            a = self.af.sum(a, dim=int(ax))
+        return a
+
+    def mean(self, a, axes):
+        for ax in axes:
+            a = self.af.mean(a, dim=int(ax))
+        return a
+
+    def var(self, a, axes, biased):
+        d = self.dims(a)
+        n = int(np.prod([d[i] for i in axes]))
+        denom = n if biased else n - 1
+        if denom <= 0:
+            raise ValueError(f"variance over axes {tuple(axes)} of dims {d} needs more than {0 if biased else 1} element(s)")
+        mu = self.mean(a, axes)
+        diff = a - self.af.tile(mu, *[d[i] // self.dims(mu)[i] for i in range(4)])
+        return self.sum(diff * diff, axes) / denom
+
+    def max(self, a, axis):
+        return self.af.max(a, dim=int(axis))
+
+    def min(self, a, axis):
+        return self.af.min(a, dim=int(axis))
+
+    def scalar(self, a) -> float:
+        if a.elements() != 1:
+            raise ValueError(f"scalar() needs a one-element array, got dims {self.dims(a)}")
+        return float(a.scalar())
+
+    # -- shape ------------------------------------------------------------------------------
+    def transpose(self, a):
+        return self.af.transpose(a)
+
+    def reorder(self, a, perm):
+        perm = tuple(int(p) for p in perm) + tuple(range(len(perm), 4))
+        if sorted(perm) != [0, 1, 2, 3]:
+            raise ValueError(f"reorder needs a permutation of 0..3, got {perm}")
+        return self.af.reorder(a, *perm)
+
+    def moddims(self, a, dims):
+        d = dims4(dims)
+        if int(np.prod(d)) != a.elements():
+            raise ValueError(f"moddims to {d} needs {int(np.prod(d))} elements, array has {a.elements()}")
+        return self.af.moddims(a, *d)
+
+    def tile(self, a, reps):
+        return self.af.tile(a, *dims4(reps))
+
+    def concatenate(self, arrays, axis):
+        arrays = list(arrays)
+        out = arrays[0]
+        for i in range(1, len(arrays), 3):
+            out = self.af.join(int(axis), out, *arrays[i : i + 3])
+        return out
+
+    def _af_index(self, idx):
+        key = []
+        for i in idx:
+            if isinstance(i, slice):
+                key.append(i)
+            else:
+                key.append(self.af.interop.from_ndarray(np.asarray(i, dtype=np.int32)))
+        key += [slice(None)] * (4 - len(key))
+        return tuple(key)
+
+    def index(self, a, idx):
+        return a[self._af_index(idx)]
+
+    def index_add(self, dims, idx, values):
+        d = dims4(dims)
+        full = list(idx) + [slice(None)] * (4 - len(idx))
+        # ArrayFire's indexed assignment keeps one write per repeated index, so arrays are
+        # expanded along their axis by a one-hot matrix product, which accumulates repeats.
+        for axis, i in enumerate(full):
+            if isinstance(i, slice):
+                continue
+            i = np.asarray(i, dtype=np.int64)
+            onehot = (np.arange(d[axis])[:, None] == i[None, :]).astype(self.dtype(values))
+            values = self._along_axis_matmul(self.asarray(onehot), values, axis)
+            full[axis] = slice(None)
+        out = self.zeros(d, self.dtype(values))
+        out[self._af_index(full)] = values
+        return out
+
+    def _along_axis_matmul(self, mat, values, axis):
+        perm = [axis] + [i for i in range(4) if i != axis]
+        moved = self.reorder(values, perm)
+        md = self.dims(moved)
+        flat = self.moddims(moved, (md[0], md[1] * md[2] * md[3]))
+        prod = self.af.matmul(mat, flat)
+        back = self.moddims(prod, (self.dims(mat)[0],) + md[1:])
+        inverse = [perm.index(i) for i in range(4)]
+        return self.reorder(back, inverse)
+
+    def index_assign(self, a, idx, values):
+        out = a.copy()
+        out[self._af_index(idx)] = values
+        return out
+
+    # -- linear algebra and windows -------------------------------------------------------
+    def matmul(self, a, b, trans_a=False, trans_b=False):
+        MP = self.af.MATPROP
+        da, db = self.dims(a), self.dims(b)
+        # older ArrayFire releases need equal batch dims: tile a batch of one to match
+        if da[2:] != db[2:]:
+            if da[2:] == (1, 1):
+                a = self.af.tile(a, 1, 1, db[2], db[3])
+            elif db[2:] == (1, 1):
+                b = self.af.tile(b, 1, 1, da[2], da[3])
+            else:
+                raise ValueError(f"matmul: batch dims differ: {da} x {db}")
+        return self.af.matmul(a, b, MP.TRANS if trans_a else MP.NONE, MP.TRANS if trans_b else MP.NONE)
+
+    def unwrap(self, a, wx, wy, sx, sy, px, py):
+        W, H = self.dims(a)[:2]
+        unwrap_counts(W, wx, sx, px), unwrap_counts(H, wy, sy, py)  # same errors as the other backends
+        return self.af.unwrap(a, wx, wy, sx, sy, px, py, True)
+
+    def wrap(self, cols, ox, oy, wx, wy, sx, sy, px, py):
+        return self.af.wrap(cols, ox, oy, wx, wy, sx, sy, px, py, True)
+
+    # -- device -----------------------------------------------------------------------------
+    def sync(self) -> None:
+        self.af.sync()
+
+    def device_info(self) -> DeviceInfo:
+        info = self.af.device_info()
+        return DeviceInfo(
+            "arrayfire",
+            f"ArrayFire {self.af.get_active_backend()} backend: {info.get('device', '?')}",
+            f"{info.get('backend', '')} {info.get('toolkit', '')} compute {info.get('compute', '')}".strip(),
+        )
