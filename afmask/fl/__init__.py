@@ -1,0 +1,69 @@
+"""A flashlight-compatible autograd on afmask's backends.
+
+Names mirror flashlight (``fl::Variable``, ``fl::softmax``, ``tileAs``, ...) so
+that C++ lines port one to one::
+
+    from afmask.fl import Variable, seq, span, softmax, var, norm, tileAs, matmul, sqrt
+    output = Variable(logits, True)                     # 31 x T
+    scaled = output / tileAs(sqrt(var(output, [1])), output)
+    letters = softmax(scaled(seq(2, 27), span), 0)     # 26 x T
+
+``v[idx] = w`` does nothing, exactly as ``v(idx) = w;`` in flashlight, and
+warns with :class:`IndexAssignmentWarning`; use :func:`assignIndex`.
+"""
+
+from afmask.backend.indexing import seq, span
+from afmask.fl import nn
+from afmask.fl.functions import (
+    abs,
+    add,
+    assignIndex,
+    concatenate,
+    conv2d,
+    div,
+    dropout,
+    exp,
+    flat,
+    index,
+    linear,
+    log,
+    log1p,
+    logSoftmax,
+    matmul,
+    matmulNT,
+    matmulTN,
+    max,
+    mean,
+    min,
+    moddims,
+    mul,
+    negate,
+    norm,
+    pow,
+    reciprocal,
+    relu,
+    reorder,
+    sigmoid,
+    softmax,
+    sqrt,
+    sub,
+    sum,
+    sumAs,
+    tanh,
+    tile,
+    tileAs,
+    transpose,
+    var,
+)
+from afmask.fl.gradcheck import GradcheckReport, gradcheck
+from afmask.fl.pitfall import IndexAssignmentError, IndexAssignmentWarning, strict
+from afmask.fl.variable import Variable
+
+# Builtin-shadowing names (abs, max, min, pow, sum) are attributes only, so `import *` cannot hide builtins.
+__all__ = [
+    "GradcheckReport", "IndexAssignmentError", "IndexAssignmentWarning", "Variable", "add", "assignIndex",
+    "concatenate", "conv2d", "div", "dropout", "exp", "flat", "gradcheck", "index", "linear", "log", "log1p",
+    "logSoftmax", "matmul", "matmulNT", "matmulTN", "mean", "moddims", "mul", "negate", "nn", "norm",
+    "reciprocal", "relu", "reorder", "seq", "sigmoid", "softmax", "span", "sqrt", "strict", "sub", "sumAs",
+    "tanh", "tile", "tileAs", "transpose", "var",
+]
