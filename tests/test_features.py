@@ -1,7 +1,5 @@
 """wav2letter pow features against the original C++ feature code and the original loop's dump."""
 
-import struct
-
 import numpy as np
 import pytest
 import soundfile as sf
@@ -16,6 +14,7 @@ from afmask.features import (
     pow_fft,
 )
 from afmask.features.stft import hamming_window
+from afmask.io import read_arrays
 
 
 @pytest.fixture(scope="module")
@@ -24,26 +23,6 @@ def clean100(shared):
     samples, rate = sf.read(shared / "data/librispeech/clean-100.flac", dtype="float32")
     assert rate == 16000
     return samples, dict(np.load(shared / "fixtures/w2l_features/clean-100.npz"))
-
-
-def _read_af(path):
-    """Minimal af::saveArray reader (f32/f64 only, first entry per key), kept here so this test needs no other layer."""
-    dtypes = {0: np.float32, 2: np.float64}
-    buf = path.read_bytes()
-    count = struct.unpack_from("<i", buf, 1)[0]
-    pos, out = 5, {}
-    for _ in range(count):
-        keylen = struct.unpack_from("<i", buf, pos)[0]
-        key = buf[pos + 4 : pos + 4 + keylen].decode()
-        pos += 4 + keylen + 8  # key, then the int64 offset
-        dtype = np.dtype(dtypes[buf[pos]])
-        dims = struct.unpack_from("<4q", buf, pos + 1)
-        pos += 33
-        n = int(np.prod(dims))
-        arr = np.frombuffer(buf, dtype, n, pos).reshape(dims, order="F")
-        pos += n * dtype.itemsize
-        out.setdefault(key, arr)
-    return out
 
 
 def _reference_fft(samples):
@@ -150,16 +129,16 @@ def test_network_input_normalises_globally(clean100):
 
 
 def test_network_input_replays_arrayfire_cpu_dump(shared):
-    dump = _read_af(shared / "fixtures/cpp_dump/dump_letters_it0.af")
-    fft, m, eps = (dump[k][:, :, 0, 0] for k in ("fft", "m", "eps"))
+    dump = read_arrays(shared / "fixtures/cpp_dump/dump_letters_it0.af")
+    fft, m, eps = (dump[k] for k in ("fft", "m", "eps"))
     # The loop's noisy magnitudes, as ArrayFire computes them (float32 throughout).
     noisy = fft + eps * m
     mag = np.sqrt(noisy[0::2] * noisy[0::2] + noisy[1::2] * noisy[1::2])
     mean, stdev = global_mean_stdev(mag.T, stats="arrayfire_cpu")
     assert mean == dump["in_mean"].item() and stdev == dump["in_stdev"].item()
-    assert_array_equal(network_input(mag, stats="arrayfire_cpu"), dump["input"][:, :, 0, 0])
+    assert_array_equal(network_input(mag, stats="arrayfire_cpu"), dump["input"])
     # af::stdev<float> of the clean FFT (the noise scale) too.
     assert global_mean_stdev(fft, stats="arrayfire_cpu")[1] == dump["fftstdev"].item()
     # float64 statistics differ from the float32 accumulation by ~1e-5 relative:
     # at most 2e-4 in normalised units here (values up to ~20).
-    assert np.max(np.abs(network_input(mag) - dump["input"][:, :, 0, 0])) < 2e-4
+    assert np.max(np.abs(network_input(mag) - dump["input"])) < 2e-4

@@ -1,0 +1,122 @@
+"""Audio in and out: 16 kHz mono float32 samples in [-1, 1), as libsndfile decodes them."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import soundfile as sf
+
+from afmask.io.files import atomic_write
+
+__all__ = ["AudioError", "CLIP_FRACTION", "CLIP_LEVEL", "MIN_SAMPLES", "SAMPLE_RATE", "load_audio", "write_audio"]
+
+#: The rate the wav2letter model was trained on.
+SAMPLE_RATE = 16000
+#: One 25 ms feature frame at 16 kHz: anything shorter gives no features at all.
+MIN_SAMPLES = 400
+#: A sample counts as clipped at or beyond the largest 16-bit value, 32767/32768.
+CLIP_LEVEL = 32767 / 32768
+#: Audio with more than this fraction (0.1 %) of clipped samples is refused unless allowed.
+CLIP_FRACTION = 0.001
+
+_LARGEST_BELOW_ONE = np.nextafter(np.float32(1), np.float32(0))
+_FORMATS = {".flac": "FLAC", ".wav": "WAV"}
+_CONVERT = "convert it, e.g. `sox IN -r 16000 -c 1 OUT.flac`"
+
+
+class AudioError(ValueError):
+    """Audio that afmask cannot use as it is; the message names the file and the fix."""
+
+    def __init__(self, filename: str | os.PathLike, message: str):
+        self.filename = os.fspath(filename)
+        super().__init__(f"{self.filename}: {message}")
+
+
+def _read(path: str) -> tuple[np.ndarray, int]:
+    if not os.path.exists(path):
+        raise AudioError(path, "no such file; check the path")
+    if os.path.isdir(path):
+        raise AudioError(path, "is a folder, not an audio file")
+    if os.path.getsize(path) == 0:
+        raise AudioError(path, f"file is empty (0 bytes); {_CONVERT}")
+    try:
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError) as e:
+        raise AudioError(path, f"libsndfile cannot read it ({e}); use a WAV or FLAC file or {_CONVERT}") from None
+    return data, rate
+
+
+def _pick_channel(data: np.ndarray, path: str, channel: int | None) -> np.ndarray:
+    n = data.shape[1]
+    if channel is None:
+        if n != 1:
+            raise AudioError(path, f"has {n} channels; afmask needs mono: choose one with channel=0..{n - 1} "
+                                   f"(CLI: --channel) or {_CONVERT}")
+        channel = 0
+    if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)) or not 0 <= channel < n:
+        raise AudioError(path, f"channel={channel!r} is not one of its {n} channel(s) 0..{n - 1}")
+    return np.ascontiguousarray(data[:, channel])
+
+
+def _resample(x: np.ndarray, rate: int) -> np.ndarray:
+    from scipy.signal import resample_poly  # scipy is slow to import; only resampling needs it
+
+    g = math.gcd(SAMPLE_RATE, rate)
+    y = resample_poly(x.astype(np.float64), SAMPLE_RATE // g, rate // g)
+    # The anti-aliasing filter can overshoot full scale; keep the promised [-1, 1) range.
+    return np.clip(y, -1.0, _LARGEST_BELOW_ONE).astype(np.float32)
+
+
+def load_audio(path: str | os.PathLike, *, resample: bool = False, channel: int | None = None,
+               allow_clipping: bool = False) -> np.ndarray:
+    """Load 16 kHz mono audio as (N,) float32 in [-1, 1), refusing what would give wrong features."""
+    path = os.fspath(path)
+    data, rate = _read(path)
+    if data.shape[0] == 0:
+        raise AudioError(path, f"contains no samples; afmask needs at least {MIN_SAMPLES} (25 ms at 16 kHz)")
+    x = _pick_channel(data, path, channel)
+    if not np.isfinite(x).all():
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise AudioError(path, f"{bad} samples are NaN or infinite (first at sample "
+                               f"{int(np.argmin(np.isfinite(x)))}); repair or re-export the audio")
+    if rate != SAMPLE_RATE and not resample:
+        raise AudioError(path, f"sample rate is {rate} Hz; afmask needs {SAMPLE_RATE} Hz: pass resample=True "
+                               f"(CLI: --resample) or {_CONVERT}")
+    clipped = int(np.count_nonzero(np.abs(x) >= CLIP_LEVEL))
+    if clipped > CLIP_FRACTION * x.size and not allow_clipping:
+        raise AudioError(path, f"{clipped} of {x.size} samples ({100 * clipped / x.size:.2f} %) are at or beyond "
+                               f"full scale (limit {100 * CLIP_FRACTION:g} %): the audio is clipped; "
+                               f"use a cleaner recording or pass allow_clipping=True (CLI: --allow-clipping)")
+    if rate != SAMPLE_RATE:
+        x = _resample(x, rate)
+    elif np.any(x > _LARGEST_BELOW_ONE) or np.any(x < -1.0):
+        x = np.clip(x, -1.0, _LARGEST_BELOW_ONE)  # float files may exceed full scale (allowed as clipping)
+    if x.size < MIN_SAMPLES:
+        raise AudioError(path, f"has {x.size} samples at {SAMPLE_RATE} Hz ({1000 * x.size / SAMPLE_RATE:.1f} ms); "
+                               f"afmask needs at least {MIN_SAMPLES} (one 25 ms frame): use a longer recording")
+    return x
+
+
+def write_audio(path: str | os.PathLike, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
+    """Write (N,) float samples in [-1, 1] as 16-bit FLAC or WAV (by extension), whole or not at all."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _FORMATS:
+        raise ValueError(f"{path}: cannot tell the audio format from {ext!r}; use .flac or .wav")
+    x = np.asarray(samples)
+    if x.ndim != 1 or x.dtype.kind != "f":
+        raise ValueError(f"{path}: samples must be a 1-D float array (mono), got {x.dtype} of shape {x.shape}")
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+        raise ValueError(f"{path}: rate must be a positive int (Hz), got {rate!r}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{path}: samples contain NaN or infinity")
+    peak = float(np.max(np.abs(x), initial=0.0))
+    if peak > 1.0:
+        raise ValueError(f"{path}: samples reach {peak:.4g}, beyond [-1, 1]; divide by the peak first")
+    # Scale by 32768, the factor libsndfile reads 16-bit audio back with, so that samples
+    # loaded from 16-bit files survive a round trip bit for bit (1.0 saturates to 32767).
+    pcm = np.clip(np.round(x.astype(np.float64) * 32768.0), -32768, 32767).astype(np.int16)
+    with atomic_write(path) as f:
+        sf.write(f, pcm, int(rate), format=_FORMATS[ext], subtype="PCM_16")
