@@ -24,7 +24,8 @@ def derive_padding(in_size: int, filter_size: int, stride: int, pad: int, dilati
 
 
 def _uniform(rng: np.random.Generator, dims: Sequence[int], bound: float) -> np.ndarray:
-    return rng.uniform(-bound, bound, size=tuple(dims)).astype(np.float32)
+    # column-major, as ArrayFire stores arrays: conv2d's moddims of the weight is then a view, not a copy
+    return np.asfortranarray(rng.uniform(-bound, bound, size=tuple(dims)).astype(np.float32))
 
 
 class Module:
@@ -222,3 +223,329 @@ class ReLU(Module):
 
     def forward(self, input: Variable) -> Variable:
         return F.relu(input)
+
+
+class Tanh(Module):
+    """Element-wise hyperbolic tangent."""
+
+    def forward(self, input: Variable) -> Variable:
+        return F.tanh(input)
+
+
+class Sigmoid(Module):
+    """Element-wise logistic function."""
+
+    def forward(self, input: Variable) -> Variable:
+        return F.sigmoid(input)
+
+
+class Log(Module):
+    """Element-wise natural logarithm."""
+
+    def forward(self, input: Variable) -> Variable:
+        return F.log(input)
+
+
+# -- differentiable helpers the modules below need (flashlight's fl::clamp, fl::padding, fl::pool2d, fl::elu) --
+def _clamp(input: Variable, lo: float, hi: float) -> Variable:
+    """``clamp(input, lo, hi)``; the gradient passes only where ``lo < result < hi`` (as fl::clamp)."""
+    b = input.backend
+    out = b.minimum(b.maximum(input.array(), lo), hi)
+
+    def grad(inputs, g):
+        inside = b.where(out > lo, b.where(out < hi, g.array(), 0.0), 0.0)
+        F._add_grad(inputs[0], inside)
+
+    return F._out(out, input, (input,), grad)
+
+
+def _padding(input: Variable, pads: Sequence[tuple[int, int]], val: float) -> Variable:
+    """``fl::padding``: ``pads[i] = (before, after)`` elements of value ``val`` around dim i."""
+    b, dims = input.backend, input.dims()
+    pads = list(pads) + [(0, 0)] * (4 - len(pads))
+    out_dims = [d + lo + hi for d, (lo, hi) in zip(dims, pads)]
+    region = tuple(slice(lo, lo + d) for d, (lo, _) in zip(dims, pads))
+    out = b.index_assign(b.full(out_dims, val, input.type()), region, input.array())
+    return F._out(out, input, (input,), lambda inputs, g: F._add_grad(inputs[0], b.index(g.array(), region)))
+
+
+def _elu(input: Variable, alpha: float) -> Variable:
+    """``x`` where ``x >= 0``, else ``alpha * (exp(x) - 1)``."""
+    b, x = input.backend, input.array()
+    pos = x >= 0
+    ex = b.exp(b.minimum(x, 0.0))
+    out = b.where(pos, x, (ex - 1.0) * alpha)
+    return F._out(out, input, (input,), lambda inputs, g: F._add_grad(inputs[0], b.where(pos, g.array(), g.array() * ex * alpha)))
+
+
+#: flashlight's ``PoolingMode`` names.
+MAX = "max"
+AVG_INCLUDE_PADDING = "avg_include_padding"
+AVG_EXCLUDE_PADDING = "avg_exclude_padding"
+
+
+def _pool2d(input: Variable, wx: int, wy: int, sx: int, sy: int, px: int, py: int, mode: str) -> Variable:
+    """``fl::pool2d`` over dims 0-1 of [W, H, C, N]: max (padding never wins) or average (padding counted or not)."""
+    from afmask.backend import unwrap_counts
+
+    b, dims = input.backend, input.dims()
+    W, H, C, N = dims
+    dtype = input.type()
+    nx, ny = unwrap_counts(W, wx, sx, px), unwrap_counts(H, wy, sy, py)
+    K = wx * wy
+    if mode == MAX:
+        x = input.array()
+        if px or py:
+            # pad with -inf so that the padding is never the maximum (cuDNN / oneDNN behaviour)
+            x = _padding(Variable._leaf(x, b), [(px, px), (py, py)], -np.inf).array()
+        cols = b.unwrap(x, wx, wy, sx, sy, 0, 0)  # [K, L, C, N]
+        best = b.max(cols, 0)  # [1, L, C, N]
+        out = b.moddims(best, (nx, ny, C, N))
+
+        def grad(inputs, g):
+            # the gradient goes to the first maximum of each window, as the C++ kernels do
+            taken = b.zeros(b.dims(best), dtype)
+            parts = []
+            for k in range(K):
+                hit = b.where(b.index(cols, [slice(k, k + 1)]) == best, 1.0, 0.0) * (1.0 - taken)
+                taken = taken + hit
+                parts.append(hit)
+            g1 = b.moddims(g.array(), b.dims(best))
+            dcols = b.concatenate(parts, 0) * b.tile(g1, (K, 1, 1, 1))
+            F._add_grad(inputs[0], b.wrap(dcols, W, H, wx, wy, sx, sy, px, py))
+
+        return F._out(out, input, (input,), grad)
+    if mode not in (AVG_INCLUDE_PADDING, AVG_EXCLUDE_PADDING):
+        raise ValueError(f"pool2d: unknown mode {mode!r}; expected {MAX!r}, {AVG_INCLUDE_PADDING!r} or {AVG_EXCLUDE_PADDING!r}")
+    cols = b.unwrap(input.array(), wx, wy, sx, sy, px, py)
+    if mode == AVG_INCLUDE_PADDING:
+        counts = None
+        total = b.sum(cols, [0]) * (1.0 / K)
+    else:
+        ones = b.unwrap(b.full((W, H, 1, 1), 1.0, dtype), wx, wy, sx, sy, px, py)  # [K, L, 1, 1]
+        counts = b.tile(b.sum(ones, [0]), (1, 1, C, N))  # real (unpadded) elements per window
+        total = b.sum(cols, [0]) / counts
+    out = b.moddims(total, (nx, ny, C, N))
+
+    def grad_avg(inputs, g):
+        g1 = b.moddims(g.array(), (1, nx * ny, C, N))
+        g1 = g1 * (1.0 / K) if counts is None else g1 / counts
+        F._add_grad(inputs[0], b.wrap(b.tile(g1, (K, 1, 1, 1)), W, H, wx, wy, sx, sy, px, py))
+
+    return F._out(out, input, (input,), grad_avg)
+
+
+class HardTanh(Module):
+    """``clamp(x, -1, 1)``; gradient 1 strictly inside (-1, 1)."""
+
+    def forward(self, input: Variable) -> Variable:
+        return _clamp(input, -1.0, 1.0)
+
+
+class ELU(Module):
+    """``x`` for ``x >= 0``, else ``alpha * (exp(x) - 1)``."""
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def forward(self, input: Variable) -> Variable:
+        return _elu(input, self.alpha)
+
+    def prettyString(self) -> str:  # noqa: N802
+        return f"ELU (alpha={self.alpha:g})"
+
+
+class Swish(Module):
+    """``x * sigmoid(beta * x)``."""
+
+    def __init__(self, beta: float = 1.0):
+        super().__init__()
+        self.beta = float(beta)
+
+    def forward(self, input: Variable) -> Variable:
+        return input * F.sigmoid(input * self.beta)
+
+    def prettyString(self) -> str:  # noqa: N802
+        return f"Swish ({self.beta:g})"
+
+
+class GatedLinearUnit(Module):
+    """GLU along ``dim``: the first half times the sigmoid of the second half (the dim must be even)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        if not 0 <= dim < 4:
+            raise ValueError(f"GatedLinearUnit: dim must be 0..3, got {dim}")
+        self.dim = dim
+
+    def forward(self, input: Variable) -> Variable:
+        n = input.dims(self.dim)
+        if n % 2:
+            raise ValueError(f"GatedLinearUnit: dim {self.dim} of input dims {input.dims()} has odd size {n}; it must be even")
+        first = [slice(None)] * 4
+        second = [slice(None)] * 4
+        first[self.dim], second[self.dim] = slice(0, n // 2), slice(n // 2, n)
+        return F.index(input, *first) * F.sigmoid(F.index(input, *second))
+
+    def prettyString(self) -> str:  # noqa: N802
+        return f"GatedLinearUnit ({self.dim})"
+
+
+class LogSoftmax(Module):
+    """``logSoftmax`` along ``dim``."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input: Variable) -> Variable:
+        return F.logSoftmax(input, self.dim)
+
+    def prettyString(self) -> str:  # noqa: N802
+        return f"Logsoftmax ({self.dim})"
+
+
+class Dropout(Module):
+    """Zero elements with probability ``ratio`` in training (scaling the rest by 1/(1-ratio)); identity in evaluation."""
+
+    def __init__(self, ratio: float = 0.5, seed: int | None = None):
+        super().__init__()
+        if not 0 <= ratio < 1:
+            raise ValueError(f"Dropout: ratio must be in [0, 1), got {ratio}")
+        self.ratio = float(ratio)
+        self._seeds = np.random.default_rng(seed)
+
+    def forward(self, input: Variable) -> Variable:
+        if not self._train or self.ratio == 0:
+            return input
+        return F.dropout(input, self.ratio, True, int(self._seeds.integers(0, 2**31 - 1)))
+
+    def prettyString(self) -> str:  # noqa: N802
+        return f"Dropout ({self.ratio:g})"
+
+
+class Padding(Module):
+    """Pad dim i with ``pads[i] = (before, after)`` elements of value ``val`` (``fl::Padding``)."""
+
+    def __init__(self, pads: Sequence[tuple[int, int]], val: float = 0.0):
+        super().__init__()
+        pads = [tuple(int(v) for v in p) for p in pads]
+        if len(pads) > 4 or any(len(p) != 2 or min(p) < 0 for p in pads):
+            raise ValueError(f"Padding: expected up to 4 (before, after) pairs of non-negative ints, got {pads}")
+        self.pads = pads + [(0, 0)] * (4 - len(pads))
+        self.val = float(val)
+
+    def forward(self, input: Variable) -> Variable:
+        return _padding(input, self.pads, self.val)
+
+    def prettyString(self) -> str:  # noqa: N802
+        return f"Padding ({self.val:g}, {{ " + ", ".join(f"({a}, {b})" for a, b in self.pads) + " })"
+
+
+class Pool2D(Module):
+    """Max or average pooling over dims 0-1 of [W, H, C, N]; padding -1 is SAME (``fl::Pool2D``)."""
+
+    def __init__(self, wx: int, wy: int, sx: int = 1, sy: int = 1, px: int = 0, py: int = 0, mode: str = MAX):
+        super().__init__()
+        if mode not in (MAX, AVG_INCLUDE_PADDING, AVG_EXCLUDE_PADDING):
+            raise ValueError(f"Pool2D: unknown mode {mode!r}")
+        self.wx, self.wy, self.sx, self.sy, self.px, self.py, self.mode = wx, wy, sx, sy, px, py, mode
+
+    def forward(self, input: Variable) -> Variable:
+        px = derive_padding(input.dims(0), self.wx, self.sx, self.px)
+        py = derive_padding(input.dims(1), self.wy, self.sy, self.py)
+        return _pool2d(input, self.wx, self.wy, self.sx, self.sy, px, py, self.mode)
+
+    def prettyString(self) -> str:  # noqa: N802
+        name = {MAX: "-max", AVG_INCLUDE_PADDING: "-avg(with pad)", AVG_EXCLUDE_PADDING: "-avg(without pad)"}[self.mode]
+        pad = lambda p: "SAME" if p == SAME else str(p)  # noqa: E731
+        return f"Pool2D{name} ({self.wx}x{self.wy}, {self.sx},{self.sy}, {pad(self.px)},{pad(self.py)})"
+
+
+class LayerNorm(Module):
+    """``(x - mean) / sqrt(var + eps)`` with mean and population variance over ``axis``, then a scalar affine map.
+
+    ``axis`` lists the dims normalised over (flashlight's current ``LayerNorm(axis)``:
+    ``LN 0 1 2`` normalises each element of dim 3 over dims 0-2). Parameters:
+    weight (1) initialised to 1 and bias (1) to 0, as flashlight does.
+    """
+
+    def __init__(self, axis: Sequence[int] | int, eps: float = 1e-5, affine: bool = True):
+        axes = [axis] if isinstance(axis, (int, np.integer)) else list(axis)
+        if not axes or any(not 0 <= a < 4 for a in axes) or len(set(axes)) != len(axes):
+            raise ValueError(f"LayerNorm: axis must be distinct dims in 0..3, got {axis}")
+        params = [Variable(np.ones(1, np.float32), True), Variable(np.zeros(1, np.float32), True)] if affine else []
+        super().__init__(params)
+        self.axes, self.eps, self.affine = [int(a) for a in axes], float(eps), affine
+
+    def forward(self, input: Variable) -> Variable:
+        mean = F.mean(input, self.axes)
+        centred = input - F.tileAs(mean, input)
+        var = F.mean(centred * centred, self.axes)
+        out = centred / F.tileAs(F.sqrt(var + self.eps), input)
+        if self.affine:
+            out = F.tileAs(self._params[0], input) * out + F.tileAs(self._params[1], input)
+        return out
+
+    def prettyString(self) -> str:  # noqa: N802
+        return "LayerNorm ( axis : { " + " ".join(map(str, self.axes)) + " } , size : -1)"
+
+
+class WeightNorm(Module):
+    """Weight normalisation of a Linear or Conv2D: ``w = v * g / ||v||``, the norm over every dim of v but ``dim``.
+
+    Parameters in flashlight's order: v (the wrapped module's weight dims), g (v's
+    dims with 1 in every normed dim), then the wrapped module's bias if it has one.
+    """
+
+    def __init__(self, module: Module, dim: int):
+        if not isinstance(module, (Linear, Conv2D)):
+            raise TypeError(f"WeightNorm supports Linear and Conv2D only, got {module.prettyString()}")
+        v = module.param(0)
+        numdims = v.numdims()
+        if not 0 <= dim < 4:
+            raise ValueError(f"WeightNorm: dim must be 0..3, got {dim}")
+        self.normDim = [i for i in range(numdims) if i != dim]
+        if not self.normDim:
+            raise ValueError(f"WeightNorm: no dim left to take the norm over for weight dims {v.dims()} and dim {dim}")
+        g = Variable(F.norm(Variable._leaf(v.array(), v.backend), self.normDim).array(), True)
+        super().__init__([v, g] + module.params()[1:])
+        self.module_, self.dim = module, dim
+
+    def module(self) -> Module:
+        """The wrapped module."""
+        return self.module_
+
+    def _computeWeight(self) -> None:  # noqa: N802
+        v, g = self._params[0], self._params[1]
+        wt = v * F.tileAs(g / F.norm(v, self.normDim), v)
+        if not wt.isCalcGrad():
+            # no graph to keep: store the weight column-major (a flat copy viewed back), as the other layers' weights
+            b, dims = wt.backend, wt.dims()
+            wt = Variable._leaf(b.moddims(b.moddims(wt.array(), (wt.elements(),)), dims), b)
+        self.module_.setParams(wt, 0)
+
+    def setParams(self, var: Variable, position: int) -> None:  # noqa: N802
+        super().setParams(var, position)
+        if position == 2:
+            self.module_.setParams(var, 1)
+        elif position <= 1:
+            self._computeWeight()
+
+    def train(self) -> None:
+        super().train()
+        self.module_.train()
+
+    def eval(self) -> None:
+        super().eval()
+        self.module_.eval()
+        self._computeWeight()
+
+    def forward(self, input: Variable) -> Variable:
+        if self._train:
+            self._computeWeight()
+        return self.module_(input)
+
+    def prettyString(self) -> str:  # noqa: N802
+        return f"WeightNorm ({self.module_.prettyString()}, {self.dim})"
