@@ -1,0 +1,51 @@
+"""``afmask info``: version, backends found, the one chosen and why, devices, and the fused-kernel paths."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+
+import numpy as np
+
+import afmask
+from afmask import backend as backends
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``info`` sub-command."""
+    p = sub.add_parser("info", help="show the version, backends, devices and kernel paths")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print what afmask finds on this machine."""
+    from afmask.kernels import mask_step
+
+    print(f"afmask {afmask.__version__} (Python {platform.python_version()}, numpy {np.__version__}, {platform.platform()})")
+    print("backends:")
+    for name in backends.NAMES:
+        p = backends.probe(name)
+        print(f"  {name:<10} {'found' if p.available else 'not available: ' + p.reason}")
+    chosen = backends.get_backend()
+    print(f"chosen backend: {chosen.name} ({backends.choice_reason()})")
+    print("devices:")
+    for name in backends.NAMES:
+        if backends.probe(name).available:
+            info = backends.get_backend(name).device_info()
+            print(f"  {name:<10} {info.device}" + (f" [{info.detail}]" if info.detail else ""))
+    print("fused mask-step paths:")
+    for path, state in mask_step.path_status().items():
+        print(f"  {path:<10} {state}")
+    try:
+        best = mask_step.best_path(chosen.name)
+        print(f"the experiment loop uses: {best} (fastest correct path for {chosen.name} arrays)")
+    except RuntimeError as exc:
+        print(f"the experiment loop uses: array expressions ({exc})")
+    try:
+        from afmask.model import demo_paths
+
+        arch, params = demo_paths()
+        print(f"demo model: {arch.parent}")
+    except Exception as exc:  # the demo model is optional package data
+        print(f"demo model: not available ({exc})")
+    return 0
