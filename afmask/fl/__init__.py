@@ -15,13 +15,18 @@ warns with :class:`IndexAssignmentWarning`; use :func:`assignIndex`.
 from afmask.backend.indexing import seq, span
 from afmask.fl import nn
 from afmask.fl.functions import (
+    AVG_EXCLUDE_PADDING,
+    AVG_INCLUDE_PADDING,
+    MAX,
     abs,
     add,
     assignIndex,
+    clamp,
     concatenate,
     conv2d,
     div,
     dropout,
+    elu,
     exp,
     flat,
     index,
@@ -39,6 +44,9 @@ from afmask.fl.functions import (
     mul,
     negate,
     norm,
+    normal,
+    padding,
+    pool2d,
     pow,
     reciprocal,
     relu,
@@ -53,6 +61,7 @@ from afmask.fl.functions import (
     tile,
     tileAs,
     transpose,
+    uniform,
     var,
 )
 from afmask.fl.gradcheck import GradcheckReport, gradcheck
@@ -61,9 +70,9 @@ from afmask.fl.variable import Variable
 
 # Builtin-shadowing names (abs, max, min, pow, sum) are attributes only, so `import *` cannot hide builtins.
 __all__ = [
-    "GradcheckReport", "IndexAssignmentError", "IndexAssignmentWarning", "Variable", "add", "assignIndex",
-    "concatenate", "conv2d", "div", "dropout", "exp", "flat", "gradcheck", "index", "linear", "log", "log1p",
-    "logSoftmax", "matmul", "matmulNT", "matmulTN", "mean", "moddims", "mul", "negate", "nn", "norm",
+    "AVG_EXCLUDE_PADDING", "AVG_INCLUDE_PADDING", "MAX", "GradcheckReport", "IndexAssignmentError", "IndexAssignmentWarning", "Variable", "add", "assignIndex",
+    "clamp", "concatenate", "conv2d", "div", "dropout", "elu", "exp", "flat", "gradcheck", "index", "linear", "log", "log1p",
+    "logSoftmax", "matmul", "matmulNT", "matmulTN", "mean", "moddims", "mul", "negate", "nn", "norm", "normal", "padding", "pool2d",
     "reciprocal", "relu", "reorder", "seq", "sigmoid", "softmax", "span", "sqrt", "strict", "sub", "sumAs",
-    "tanh", "tile", "tileAs", "transpose", "var",
+    "tanh", "tile", "tileAs", "transpose", "uniform", "var",
 ]

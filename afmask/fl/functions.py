@@ -13,7 +13,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from afmask.backend import dims4
+from afmask.backend import dims4, get_backend, unwrap_counts
 from afmask.fl.variable import Variable
 
 Number = Union[int, float]
@@ -550,6 +550,93 @@ def conv2d(
     return _out(out, input, inputs, grad)
 
 
+# -- more layers' functions ------------------------------------------------------------------
+def clamp(input: Variable, lo: float, hi: float) -> Variable:
+    """``clamp(input, lo, hi)``; the gradient passes only where ``lo < result < hi`` (as fl::clamp)."""
+    b = input.backend
+    out = b.minimum(b.maximum(input.array(), lo), hi)
+
+    def grad(inputs, g):
+        inside = b.where(out > lo, b.where(out < hi, g.array(), 0.0), 0.0)
+        _add_grad(inputs[0], inside)
+
+    return _out(out, input, (input,), grad)
+
+
+def padding(input: Variable, pads: Sequence[tuple[int, int]], val: float) -> Variable:
+    """``fl::padding``: ``pads[i] = (before, after)`` elements of value ``val`` around dim i."""
+    b, dims = input.backend, input.dims()
+    pads = list(pads) + [(0, 0)] * (4 - len(pads))
+    out_dims = [d + lo + hi for d, (lo, hi) in zip(dims, pads)]
+    region = tuple(slice(lo, lo + d) for d, (lo, _) in zip(dims, pads))
+    out = b.index_assign(b.full(out_dims, val, input.type()), region, input.array())
+    return _out(out, input, (input,), lambda inputs, g: _add_grad(inputs[0], b.index(g.array(), region)))
+
+
+def elu(input: Variable, alpha: float) -> Variable:
+    """``x`` where ``x >= 0``, else ``alpha * (exp(x) - 1)``."""
+    b, x = input.backend, input.array()
+    pos = x >= 0
+    ex = b.exp(b.minimum(x, 0.0))
+    out = b.where(pos, x, (ex - 1.0) * alpha)
+    return _out(out, input, (input,), lambda inputs, g: _add_grad(inputs[0], b.where(pos, g.array(), g.array() * ex * alpha)))
+
+
+#: flashlight's ``PoolingMode`` names.
+MAX = "max"
+AVG_INCLUDE_PADDING = "avg_include_padding"
+AVG_EXCLUDE_PADDING = "avg_exclude_padding"
+
+
+def pool2d(input: Variable, wx: int, wy: int, sx: int, sy: int, px: int, py: int, mode: str) -> Variable:
+    """``fl::pool2d`` over dims 0-1 of [W, H, C, N]: max (padding never wins) or average (padding counted or not)."""
+    b, dims = input.backend, input.dims()
+    W, H, C, N = dims
+    dtype = input.type()
+    nx, ny = unwrap_counts(W, wx, sx, px), unwrap_counts(H, wy, sy, py)
+    K = wx * wy
+    if mode == MAX:
+        x = input.array()
+        if px or py:
+            # pad with -inf so that the padding is never the maximum (cuDNN / oneDNN behaviour)
+            x = padding(Variable._leaf(x, b), [(px, px), (py, py)], -np.inf).array()
+        cols = b.unwrap(x, wx, wy, sx, sy, 0, 0)  # [K, L, C, N]
+        best = b.max(cols, 0)  # [1, L, C, N]
+        out = b.moddims(best, (nx, ny, C, N))
+
+        def grad(inputs, g):
+            # the gradient goes to the first maximum of each window, as the C++ kernels do
+            taken = b.zeros(b.dims(best), dtype)
+            parts = []
+            for k in range(K):
+                hit = b.where(b.index(cols, [slice(k, k + 1)]) == best, 1.0, 0.0) * (1.0 - taken)
+                taken = taken + hit
+                parts.append(hit)
+            g1 = b.moddims(g.array(), b.dims(best))
+            dcols = b.concatenate(parts, 0) * b.tile(g1, (K, 1, 1, 1))
+            _add_grad(inputs[0], b.wrap(dcols, W, H, wx, wy, sx, sy, px, py))
+
+        return _out(out, input, (input,), grad)
+    if mode not in (AVG_INCLUDE_PADDING, AVG_EXCLUDE_PADDING):
+        raise ValueError(f"pool2d: unknown mode {mode!r}; expected {MAX!r}, {AVG_INCLUDE_PADDING!r} or {AVG_EXCLUDE_PADDING!r}")
+    cols = b.unwrap(input.array(), wx, wy, sx, sy, px, py)
+    if mode == AVG_INCLUDE_PADDING:
+        counts = None
+        total = b.sum(cols, [0]) * (1.0 / K)
+    else:
+        ones = b.unwrap(b.full((W, H, 1, 1), 1.0, dtype), wx, wy, sx, sy, px, py)  # [K, L, 1, 1]
+        counts = b.tile(b.sum(ones, [0]), (1, 1, C, N))  # real (unpadded) elements per window
+        total = b.sum(cols, [0]) / counts
+    out = b.moddims(total, (nx, ny, C, N))
+
+    def grad_avg(inputs, g):
+        g1 = b.moddims(g.array(), (1, nx * ny, C, N))
+        g1 = g1 * (1.0 / K) if counts is None else g1 / counts
+        _add_grad(inputs[0], b.wrap(b.tile(g1, (K, 1, 1, 1)), W, H, wx, wy, sx, sy, px, py))
+
+    return _out(out, input, (input,), grad_avg)
+
+
 def dropout(input: Variable, p: float, train: bool = True, seed: int = 0) -> Variable:
     """Zero each element with probability ``p`` and scale the rest by 1/(1-p) in training; identity otherwise."""
     if not 0 <= p < 1:
@@ -559,3 +646,18 @@ def dropout(input: Variable, p: float, train: bool = True, seed: int = 0) -> Var
     b = input.backend
     keep = b.astype(b.randu(input.dims(), seed, input.type()) >= p, input.type()) * (1.0 / (1 - p))
     return _out(input.array() * keep, input, (input,), lambda inputs, g: _add_grad(inputs[0], g.array() * keep))
+
+
+# -- random Variables ---------------------------------------------------------------------------
+def normal(dims: Sequence[int], stdv: float = 1.0, mean: float = 0.0, calcGrad: bool = False, seed: int = 0) -> Variable:  # noqa: N803
+    """``fl::normal(dims, stdv, mean)``: ``stdv * randn + mean`` on the current backend, reproducible for ``seed``."""
+    b = get_backend()
+    return Variable._leaf(b.randn(dims, seed) * np.float32(stdv) + np.float32(mean), b) if not calcGrad else Variable(
+        b.randn(dims, seed) * np.float32(stdv) + np.float32(mean), True)
+
+
+def uniform(dims: Sequence[int], min: float = 0.0, max: float = 1.0, calcGrad: bool = False, seed: int = 0) -> Variable:  # noqa: A002,N803
+    """``fl::uniform(dims, min, max)``: uniform samples in [min, max) on the current backend, reproducible for ``seed``."""
+    b = get_backend()
+    data = b.randu(dims, seed) * np.float32(max - min) + np.float32(min)
+    return Variable(data, True) if calcGrad else Variable._leaf(data, b)

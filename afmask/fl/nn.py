@@ -246,100 +246,15 @@ class Log(Module):
         return F.log(input)
 
 
-# -- differentiable helpers the modules below need (flashlight's fl::clamp, fl::padding, fl::pool2d, fl::elu) --
-def _clamp(input: Variable, lo: float, hi: float) -> Variable:
-    """``clamp(input, lo, hi)``; the gradient passes only where ``lo < result < hi`` (as fl::clamp)."""
-    b = input.backend
-    out = b.minimum(b.maximum(input.array(), lo), hi)
-
-    def grad(inputs, g):
-        inside = b.where(out > lo, b.where(out < hi, g.array(), 0.0), 0.0)
-        F._add_grad(inputs[0], inside)
-
-    return F._out(out, input, (input,), grad)
-
-
-def _padding(input: Variable, pads: Sequence[tuple[int, int]], val: float) -> Variable:
-    """``fl::padding``: ``pads[i] = (before, after)`` elements of value ``val`` around dim i."""
-    b, dims = input.backend, input.dims()
-    pads = list(pads) + [(0, 0)] * (4 - len(pads))
-    out_dims = [d + lo + hi for d, (lo, hi) in zip(dims, pads)]
-    region = tuple(slice(lo, lo + d) for d, (lo, _) in zip(dims, pads))
-    out = b.index_assign(b.full(out_dims, val, input.type()), region, input.array())
-    return F._out(out, input, (input,), lambda inputs, g: F._add_grad(inputs[0], b.index(g.array(), region)))
-
-
-def _elu(input: Variable, alpha: float) -> Variable:
-    """``x`` where ``x >= 0``, else ``alpha * (exp(x) - 1)``."""
-    b, x = input.backend, input.array()
-    pos = x >= 0
-    ex = b.exp(b.minimum(x, 0.0))
-    out = b.where(pos, x, (ex - 1.0) * alpha)
-    return F._out(out, input, (input,), lambda inputs, g: F._add_grad(inputs[0], b.where(pos, g.array(), g.array() * ex * alpha)))
-
-
-#: flashlight's ``PoolingMode`` names.
-MAX = "max"
-AVG_INCLUDE_PADDING = "avg_include_padding"
-AVG_EXCLUDE_PADDING = "avg_exclude_padding"
-
-
-def _pool2d(input: Variable, wx: int, wy: int, sx: int, sy: int, px: int, py: int, mode: str) -> Variable:
-    """``fl::pool2d`` over dims 0-1 of [W, H, C, N]: max (padding never wins) or average (padding counted or not)."""
-    from afmask.backend import unwrap_counts
-
-    b, dims = input.backend, input.dims()
-    W, H, C, N = dims
-    dtype = input.type()
-    nx, ny = unwrap_counts(W, wx, sx, px), unwrap_counts(H, wy, sy, py)
-    K = wx * wy
-    if mode == MAX:
-        x = input.array()
-        if px or py:
-            # pad with -inf so that the padding is never the maximum (cuDNN / oneDNN behaviour)
-            x = _padding(Variable._leaf(x, b), [(px, px), (py, py)], -np.inf).array()
-        cols = b.unwrap(x, wx, wy, sx, sy, 0, 0)  # [K, L, C, N]
-        best = b.max(cols, 0)  # [1, L, C, N]
-        out = b.moddims(best, (nx, ny, C, N))
-
-        def grad(inputs, g):
-            # the gradient goes to the first maximum of each window, as the C++ kernels do
-            taken = b.zeros(b.dims(best), dtype)
-            parts = []
-            for k in range(K):
-                hit = b.where(b.index(cols, [slice(k, k + 1)]) == best, 1.0, 0.0) * (1.0 - taken)
-                taken = taken + hit
-                parts.append(hit)
-            g1 = b.moddims(g.array(), b.dims(best))
-            dcols = b.concatenate(parts, 0) * b.tile(g1, (K, 1, 1, 1))
-            F._add_grad(inputs[0], b.wrap(dcols, W, H, wx, wy, sx, sy, px, py))
-
-        return F._out(out, input, (input,), grad)
-    if mode not in (AVG_INCLUDE_PADDING, AVG_EXCLUDE_PADDING):
-        raise ValueError(f"pool2d: unknown mode {mode!r}; expected {MAX!r}, {AVG_INCLUDE_PADDING!r} or {AVG_EXCLUDE_PADDING!r}")
-    cols = b.unwrap(input.array(), wx, wy, sx, sy, px, py)
-    if mode == AVG_INCLUDE_PADDING:
-        counts = None
-        total = b.sum(cols, [0]) * (1.0 / K)
-    else:
-        ones = b.unwrap(b.full((W, H, 1, 1), 1.0, dtype), wx, wy, sx, sy, px, py)  # [K, L, 1, 1]
-        counts = b.tile(b.sum(ones, [0]), (1, 1, C, N))  # real (unpadded) elements per window
-        total = b.sum(cols, [0]) / counts
-    out = b.moddims(total, (nx, ny, C, N))
-
-    def grad_avg(inputs, g):
-        g1 = b.moddims(g.array(), (1, nx * ny, C, N))
-        g1 = g1 * (1.0 / K) if counts is None else g1 / counts
-        F._add_grad(inputs[0], b.wrap(b.tile(g1, (K, 1, 1, 1)), W, H, wx, wy, sx, sy, px, py))
-
-    return F._out(out, input, (input,), grad_avg)
+#: flashlight's ``PoolingMode`` names (re-exported from functions).
+MAX, AVG_INCLUDE_PADDING, AVG_EXCLUDE_PADDING = F.MAX, F.AVG_INCLUDE_PADDING, F.AVG_EXCLUDE_PADDING
 
 
 class HardTanh(Module):
     """``clamp(x, -1, 1)``; gradient 1 strictly inside (-1, 1)."""
 
     def forward(self, input: Variable) -> Variable:
-        return _clamp(input, -1.0, 1.0)
+        return F.clamp(input, -1.0, 1.0)
 
 
 class ELU(Module):
@@ -350,7 +265,7 @@ class ELU(Module):
         self.alpha = float(alpha)
 
     def forward(self, input: Variable) -> Variable:
-        return _elu(input, self.alpha)
+        return F.elu(input, self.alpha)
 
     def prettyString(self) -> str:  # noqa: N802
         return f"ELU (alpha={self.alpha:g})"
@@ -437,7 +352,7 @@ class Padding(Module):
         self.val = float(val)
 
     def forward(self, input: Variable) -> Variable:
-        return _padding(input, self.pads, self.val)
+        return F.padding(input, self.pads, self.val)
 
     def prettyString(self) -> str:  # noqa: N802
         return f"Padding ({self.val:g}, {{ " + ", ".join(f"({a}, {b})" for a, b in self.pads) + " })"
@@ -455,7 +370,7 @@ class Pool2D(Module):
     def forward(self, input: Variable) -> Variable:
         px = derive_padding(input.dims(0), self.wx, self.sx, self.px)
         py = derive_padding(input.dims(1), self.wy, self.sy, self.py)
-        return _pool2d(input, self.wx, self.wy, self.sx, self.sy, px, py, self.mode)
+        return F.pool2d(input, self.wx, self.wy, self.sx, self.sy, px, py, self.mode)
 
     def prettyString(self) -> str:  # noqa: N802
         name = {MAX: "-max", AVG_INCLUDE_PADDING: "-avg(with pad)", AVG_EXCLUDE_PADDING: "-avg(without pad)"}[self.mode]

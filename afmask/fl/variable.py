@@ -6,7 +6,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from afmask.backend import Backend, backend_of, dims4, get_backend
+from afmask.backend import Backend, backend_of, get_backend
 from afmask.backend.indexing import resolve_index
 from afmask.fl import pitfall
 
