@@ -7,7 +7,7 @@ import importlib
 import sys
 
 #: Sub-commands, each a module ``afmask.cli.<name>`` with ``register(subparsers)``.
-COMMANDS = ["info", "transcribe", "features"]
+COMMANDS = ["info", "regress", "transcribe", "features"]
 
 
 def build_parser() -> argparse.ArgumentParser:

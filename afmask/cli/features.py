@@ -5,26 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 
+from afmask.cli.common import add_audio_arguments, load_input
+
 #: Feature file formats, by extension.
 FEATURE_EXTS = (".af", ".npz")
-
-
-def add_audio_arguments(p: argparse.ArgumentParser) -> None:
-    """The audio-loading and normalisation options shared by commands that read an utterance."""
-    p.add_argument("--resample", action="store_true", help="resample audio that is not 16 kHz (else it is refused)")
-    p.add_argument("--channel", type=int, metavar="N", default=None, help="use channel N (0-based) of a multi-channel file")
-    p.add_argument("--allow-clipping", action="store_true", help="accept audio with many full-scale samples")
-    p.add_argument("--stats", choices=["float64", "arrayfire_cpu"], default="float64",
-                   help="how the global mean/stdev of the input are computed (arrayfire_cpu replays the C++ float32 sums)")
-
-
-def load_input(args: argparse.Namespace) -> dict:
-    """The features dict ("fft", "magnitude", "input") of ``args.audio`` under the shared audio options."""
-    from afmask.features import features
-    from afmask.io import load_audio
-
-    samples = load_audio(args.audio, resample=args.resample, channel=args.channel, allow_clipping=args.allow_clipping)
-    return features(samples, stats=args.stats)
 
 
 def register(subparsers) -> None:

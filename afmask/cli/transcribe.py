@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from afmask.cli.features import add_audio_arguments, load_input
+from afmask.cli.common import add_audio_arguments, add_model_arguments, load_input, model_from_args
 
 #: Emission file formats, by extension.
 EMISSION_EXTS = (".npy", ".npz", ".af")
@@ -19,29 +19,11 @@ def register(subparsers) -> None:
         description="Run the wav2letter model on a 16 kHz mono utterance and print its greedy CTC transcript.",
     )
     p.add_argument("audio", metavar="AUDIO", help="WAV or FLAC file, 16 kHz mono (see --resample, --channel)")
-    p.add_argument("--model", choices=["demo"], default=None,
-                   help="packaged model to use (default: demo, unless --arch/--params are given)")
-    p.add_argument("--arch", metavar="A", help="wav2letter .arch file (NFEAT=257, NLABEL=31); needs --params")
-    p.add_argument("--params", metavar="P", help="weights for --arch: af::saveArray file (.af) or .npz, in params() order")
+    add_model_arguments(p)
     p.add_argument("--emissions", metavar="OUT",
                    help="also save the emissions (31 x T', ArrayFire orientation) as .npy, .npz or .af")
     add_audio_arguments(p)
     p.set_defaults(func=run)
-
-
-def _model(args: argparse.Namespace):
-    from afmask.model import demo_model, load_model
-
-    if args.model is not None and (args.arch or args.params):
-        raise ValueError("give either --model or --arch/--params, not both")
-    if bool(args.arch) != bool(args.params):
-        raise ValueError("--arch and --params go together: give both (a model needs its weights), or neither for the demo model")
-    if args.arch:
-        for flag, path in (("--arch", args.arch), ("--params", args.params)):
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"{path}: no such file ({flag})")
-        return load_model(args.arch, args.params)
-    return demo_model()
 
 
 def _check_output(path: str) -> None:
@@ -60,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.emissions:
         _check_output(args.emissions)  # fail before the slow part
-    network = _model(args)
+    network = model_from_args(args)
     x = load_input(args)["input"]
     emissions = forward(network, x)
     if emissions.ndim == 1:

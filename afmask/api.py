@@ -1,0 +1,121 @@
+"""afmask's verbs, each one job across the layers: ``explain`` an utterance, ``regress`` against a C++ dump.
+
+``evaluate`` and ``report`` (the faithfulness measures and the HTML page) live
+in :mod:`afmask.evaluate` and :mod:`afmask.report`; ``explain`` calls them at
+the end of a run unless told not to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from afmask.features import features
+from afmask.fl.nn import Module
+from afmask.io import load_audio, read_arrays, save_arrays
+from afmask.mask import MaskConfig, MaskObjective, MaskResult, run_mask
+from afmask.mask.regress import RTOL, TensorCheck, format_report, replay
+
+#: Files of a run folder that the evaluation and the report read back.
+FEATURES_FILE = "features.npz"
+
+
+@dataclass
+class Explanation:
+    """A finished explain run: its folder, the mask result and the features it explained."""
+
+    out: Path
+    result: MaskResult
+    fft: np.ndarray
+    magnitude: np.ndarray
+    samples: np.ndarray
+
+
+def _frames(spec: Optional[Sequence[int]], T: int) -> slice:
+    if spec is None:
+        return slice(0, T)
+    start, stop = int(spec[0]), int(spec[1])
+    if not 0 <= start < stop <= T:
+        raise ValueError(f"frames {start}:{stop} do not fit the utterance's {T} frames")
+    return slice(start, stop)
+
+
+def explain(
+    audio: os.PathLike,
+    out: os.PathLike,
+    model: Optional[Module] = None,
+    config: Optional[MaskConfig] = None,
+    resume: bool = False,
+    progress: bool = True,
+    frames: Optional[Sequence[int]] = None,
+    resample: bool = False,
+    channel: Optional[int] = None,
+    allow_clipping: bool = False,
+    model_name: str = "demo",
+) -> Explanation:
+    """Learn the noise scale m for one utterance and write the run folder (m, log, config, checkpoints, plots)."""
+    from afmask.model import demo_model
+    from afmask.model.network import expected_features
+    from afmask.report import plot_mask, plot_training
+
+    config = config or MaskConfig.preset("default")
+    model = model if model is not None else demo_model()
+    samples = load_audio(audio, resample=resample, channel=channel, allow_clipping=allow_clipping)
+    feats = features(samples, stats=config.stats)
+    sel = _frames(frames, feats["fft"].shape[1])
+    fft, mag, clean_input = feats["fft"][:, sel], feats["magnitude"][:, sel], feats["input"][sel]
+    if sel != slice(0, feats["fft"].shape[1]):
+        clean_input = None  # normalise the selected frames on their own, as the C++ does for its input
+    k = expected_features(model)
+    if k is not None and k != fft.shape[0] // 2:
+        raise ValueError(f"the model expects {k} features per frame (its View), the audio gives {fft.shape[0] // 2}")
+    config = config.replace(audio=os.fspath(audio), model=model_name, extra={**config.extra, "frames": [sel.start, sel.stop]})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    objective = MaskObjective(fft, model, config.variant, noise=config.noise, stats=config.stats,
+                              clean_input=clean_input, kernel_path=config.kernel_path)
+    result = run_mask(objective, config, out, resume=resume, progress=progress)
+    seg = samples[sel.start * 160 : (sel.stop - 1) * 160 + 400]
+    save_arrays(out / FEATURES_FILE, {"fft": fft, "magnitude": mag, "samples": seg})
+    title = f"{Path(audio).name}, {config.mode} mode"
+    plot_mask(mag, result.m, out / "heatmap.png", title=title)
+    plot_training(result.history, out / "training.png", title=title)
+    return Explanation(out, result, fft, mag, seg)
+
+
+def load_run(out: os.PathLike) -> tuple[MaskConfig, np.ndarray, dict, list]:
+    """A finished run folder: its settings, m (2K, T), the features it explained and the per-iteration log."""
+    import csv
+
+    out = Path(out)
+    missing = [f for f in ("config.json", "m.npy", FEATURES_FILE, "log.csv") if not (out / f).exists()]
+    if missing:
+        raise FileNotFoundError(f"{out} is not a finished afmask run: missing {', '.join(missing)}")
+    with open(out / "config.json", encoding="utf-8") as f:
+        config = MaskConfig.from_dict(json.load(f))
+    with np.load(out / FEATURES_FILE) as z:
+        feats = {k: z[k] for k in z.files}
+    with open(out / "log.csv", newline="", encoding="utf-8") as f:
+        history = [{k: (int(v) if k == "iteration" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+    return config, np.load(out / "m.npy"), feats, history
+
+
+def regress(
+    dump: os.PathLike,
+    model: Module,
+    rtol: float = RTOL,
+    stats: str = "arrayfire_cpu",
+    norm_accumulation: str = "float32",
+    stagewise: bool = True,
+) -> tuple[bool, list[TensorCheck], str]:
+    """Replay one C++ iteration from an af::saveArray dump; returns (all passed, per-tensor checks, printable table)."""
+    arrays = read_arrays(dump)
+    checks, _ = replay(arrays, model, rtol=rtol, stats=stats, norm_accumulation=norm_accumulation, stagewise=stagewise)
+    if not checks:
+        raise ValueError(f"{dump}: the dump holds none of the tensors to compare")
+    return all(c.passed for c in checks), checks, format_report(checks, rtol)
