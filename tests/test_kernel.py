@@ -444,7 +444,7 @@ def test_threads_do_not_change_results():
             res = backward(xgrad, x, eps, mm, lam=1.0, m_sqnorm=sqnorm(m), lr=0.1, path="ext")
             out.append((mag, res.mgrad, mm, res.m_sqnorm))
     finally:
-        kernels.set_num_threads(0)
+        kernels.set_num_threads(before)
     assert kernels.get_num_threads() == before
     for a, b in zip(out[0][:3], out[1][:3]):
         assert np.array_equal(a, b)

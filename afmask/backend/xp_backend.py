@@ -243,11 +243,18 @@ class XpBackend(Backend):
         if a4.shape[1] != b4.shape[0]:
             raise ValueError(f"matmul: inner dims differ: {dims4(a4.shape)} x {dims4(b4.shape)}")
         if a4.shape[2:] == (1, 1) and b4.shape[2:] == (1, 1):
-            return self._canon(a4[:, :, 0, 0] @ b4[:, :, 0, 0])
+            return self._canon(self._blas_ready(a4[:, :, 0, 0]) @ self._blas_ready(b4[:, :, 0, 0]))
         # ArrayFire batches over dims 2-3, NumPy over leading dims; a batch of 1 broadcasts
         am = self.xp.moveaxis(a4, (0, 1), (2, 3))
         bm = self.xp.moveaxis(b4, (0, 1), (2, 3))
         return self._canon(self.xp.moveaxis(am @ bm, (2, 3), (0, 1)))
+
+    def _blas_ready(self, m):
+        # NumPy hands a matrix to BLAS only if it is C- or F-contiguous; a strided view (a reorder)
+        # would take its slow generic loop, orders of magnitude slower than one copy
+        if m.flags.c_contiguous or m.flags.f_contiguous:
+            return m
+        return self.xp.ascontiguousarray(m)
 
     def unwrap(self, a, wx, wy, sx, sy, px, py):
         W, H, C, N = dims4(a.shape)
