@@ -171,9 +171,13 @@ class MaskObjective:
         return inp, centred, stdev_arr
 
     def distance(self, current: Variable, samples: int, pre: Optional[Variable] = None) -> Variable:
-        """Mean over samples of ``||pre - cur||_F^2`` (the original's ``f_L2 * f_L2``); ``pre`` defaults to the clean output."""
-        f_L2 = fl.norm((self.pre_for(samples) if pre is None else pre) - current, [0, 1])
-        sq = f_L2 * f_L2
+        """Mean over samples of ``||pre - cur||_F^2``; ``pre`` defaults to the clean output.
+
+        The original computes ``f_L2 = fl::norm(pre - cur, {0,1}); f_L2 * f_L2``; the sum of squares here is
+        the same value (to rounding) but its gradient is 0, not NaN (0/0 in norm's backward), where cur == pre.
+        """
+        d = (self.pre_for(samples) if pre is None else pre) - current
+        sq = fl.sum(d * d, [0, 1])
         return fl.mean(sq, [2]) if samples > 1 else sq
 
     # -- forward and the hand-written backward -----------------------------------------------
@@ -283,6 +287,4 @@ class MaskObjective:
         pre = self.pre_for(S)
         if pre.type() != dtype:
             pre = Variable(B.astype(pre.array(), dtype), False)
-        f_L2 = fl.norm(pre - current, [0, 1])
-        sq = f_L2 * f_L2
-        return fl.mean(sq, [2]) if S > 1 else sq
+        return self.distance(current, S, pre)
