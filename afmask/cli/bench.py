@@ -1,0 +1,20 @@
+"""``afmask bench kernel|mask``: benchmarks that print figures (ratios against a baseline in the same run)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` sub-command and its two benchmarks."""
+    from afmask.bench import kernel, mask
+
+    p = sub.add_parser("bench", help="benchmarks: the fused kernel, or the whole experiment")
+    which = p.add_subparsers(dest="benchmark", metavar="BENCHMARK")
+    which.required = True
+    k = which.add_parser("kernel", help="the fused mask step against the original per-bin loop and a plain copy")
+    kernel.add_arguments(k)
+    k.set_defaults(func=kernel.run_from_args)
+    m = which.add_parser("mask", help="seconds per iteration and convergence on the demo model")
+    mask.add_arguments(m)
+    m.set_defaults(func=mask.run_from_args)
