@@ -73,6 +73,9 @@ setup(
         "arrayfire": ["arrayfire>=3.8"],
         "cupy": ["cupy>=12"],
         "test": ["pytest>=7", "hypothesis>=6", "playwright>=1.40"],
+        # development tools only (cross-checks against PyTorch, training the demo model): the CPU build
+        # that lies on the project's machines; afmask never imports torch at run time
+        "dev": ["torch==2.13.0"],
     },
     entry_points={"console_scripts": ["afmask=afmask.cli:main"]},
 )
