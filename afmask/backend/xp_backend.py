@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from typing import Any, Sequence
 
@@ -297,4 +298,16 @@ class XpBackend(Backend):
             name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
             free, total = dev.mem_info
             return DeviceInfo("cupy", f"CUDA device {dev.id}: {name}", f"{total / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free")
-        return DeviceInfo("numpy", f"CPU ({platform.machine()}, {platform.processor() or 'unknown processor'})", f"numpy {np.__version__}")
+        return DeviceInfo("numpy", f"CPU: {_cpu_name()}, {os.cpu_count()} logical cores", f"numpy {np.__version__}")
+
+
+def _cpu_name() -> str:
+    """The processor's model name (Linux /proc/cpuinfo), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

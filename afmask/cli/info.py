@@ -34,8 +34,12 @@ def run(args: argparse.Namespace) -> int:
             info = backends.get_backend(name).device_info()
             print(f"  {name:<10} {info.device}" + (f" [{info.detail}]" if info.detail else ""))
     print("fused mask-step paths:")
+    ext = mask_step.extension_info()
     for path, state in mask_step.path_status().items():
-        print(f"  {path:<10} {state}")
+        detail = ""
+        if path == "ext" and ext is not None:
+            detail = f" (SIMD {ext['simd']}, OpenMP {'on' if ext['openmp'] else 'off'}, {ext['threads']} thread(s); {mask_step.THREADS_ENV} sets them)"
+        print(f"  {path:<10} {state.splitlines()[0]}{detail}")
     try:
         best = mask_step.best_path(chosen.name)
         print(f"the experiment loop uses: {best} (fastest correct path for {chosen.name} arrays)")
