@@ -280,3 +280,20 @@ def test_env_var_choice_and_clear_error_for_missing_backend(monkeypatch):
             with pytest.raises(B.BackendUnavailable, match="install"):
                 B.get_backend()
     monkeypatch.setattr(B, "_current", None)
+
+
+def test_af_var_follows_the_arrayfire_release(backend, monkeypatch):
+    from afmask.backend.af_version import af_var, af_version
+
+    a = backend.asarray(M)
+    n = M.size
+    pop = float(M.astype(np.float64).var())
+    assert af_var(backend, a, version="3.6.2") == pytest.approx(pop * n / (n - 1), rel=1e-5)
+    assert af_var(backend, a, version="3.9.0") == pytest.approx(pop, rel=1e-5)
+    assert af_var(backend, a, isbiased=True, version="3.6.2") == pytest.approx(pop, rel=1e-5)
+    monkeypatch.setenv("AFMASK_AF_VERSION", "3.7")
+    assert af_version() == (3, 7, 0)
+    assert af_var(backend, a) == pytest.approx(pop, rel=1e-5)
+    monkeypatch.setenv("AFMASK_AF_VERSION", "latest")
+    with pytest.raises(ValueError, match="3.6.2"):
+        af_version()
