@@ -119,3 +119,111 @@ def regress(
     if not checks:
         raise ValueError(f"{dump}: the dump holds none of the tensors to compare")
     return all(c.passed for c in checks), checks, format_report(checks, rtol)
+
+
+# -- evaluation, report and comparison ------------------------------------------------------------------
+def evaluate_run(
+    out: os.PathLike,
+    model: Optional[Module] = None,
+    settings=None,
+    transcript: Optional[os.PathLike] = None,
+    progress: bool = True,
+):
+    """Evaluate a finished run folder with the model it explained (default: the demo model); writes
+    evaluation.json, curves.csv and renditions/ there whole or not at all; returns the EvaluationResult.
+
+    ``transcript``: a text file with the reference transcript (default: AUDIO.txt or STEM.txt beside the
+    run's audio, if there is one); ``settings``: an :class:`afmask.evaluate.EvaluationSettings`.
+    """
+    from afmask.evaluate import evaluate_into
+    from afmask.model import demo_model
+
+    config, m, feats, _ = load_run(out)
+    model = model if model is not None else demo_model()
+    return evaluate_into(out, config, m, feats, model, settings, transcript_path=transcript, progress=progress)
+
+
+def write_report(out: os.PathLike, embed_audio: bool = True, require_evaluation: bool = True) -> Path:
+    """Build DIR/report.html from the files of a run folder (no model needed once evaluation.json exists); returns its path.
+
+    ``embed_audio``: renditions inlined as data URIs (a single self-contained file) or linked beside it
+    (renditions/); ``require_evaluation=False`` writes a report of the training only when the run has
+    not been evaluated.
+    """
+    from afmask.evaluate import read_evaluation
+    from afmask.io.files import atomic_write
+    from afmask.report import render_report
+
+    out = Path(out)
+    config, m, feats, history = load_run(out)
+    try:
+        evaluation = read_evaluation(out)
+    except FileNotFoundError:
+        if require_evaluation:
+            raise
+        evaluation = None
+    summary = _read_json(out / "summary.json")
+    html = render_report(out, config, m, feats, history, evaluation, summary, embed_audio=embed_audio)
+    path = out / "report.html"
+    with atomic_write(path) as f:
+        f.write(html.encode("utf-8"))
+    return path
+
+
+def evaluate_and_report(
+    out: os.PathLike,
+    model: Optional[Module] = None,
+    progress: bool = True,
+    settings=None,
+    transcript: Optional[os.PathLike] = None,
+    embed_audio: bool = True,
+) -> Path:
+    """Evaluate a finished run folder with its model, then write its HTML report; returns the report's path."""
+    evaluate_run(out, model=model, settings=settings, transcript=transcript, progress=progress)
+    path = write_report(out, embed_audio=embed_audio)
+    if progress:
+        import sys
+
+        print(f"  report: {path}", file=sys.stderr)
+    return path
+
+
+def compare_runs(
+    dirs: Sequence[os.PathLike],
+    out_html: os.PathLike,
+    labels: Optional[Sequence[str]] = None,
+) -> tuple[Path, Path]:
+    """Curves and verdicts of several evaluated runs side by side: one HTML page and a CSV beside it (same stem)."""
+    from afmask.evaluate import read_evaluation
+    from afmask.io.files import atomic_write
+    from afmask.report import render_comparison
+
+    if len(dirs) < 1:
+        raise ValueError("compare needs at least one run folder")
+    if labels is not None and len(labels) != len(dirs):
+        raise ValueError(f"{len(labels)} labels for {len(dirs)} run folders: give one label per folder")
+    runs = []
+    for i, d in enumerate(dirs):
+        d = Path(d)
+        config, _, _, _ = load_run(d)
+        runs.append({"dir": d, "label": labels[i] if labels else None, "config": config,
+                     "evaluation": read_evaluation(d), "summary": _read_json(d / "summary.json")})
+    html, table = render_comparison(runs)
+    out_html = Path(out_html)
+    if out_html.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"{out_html}: the comparison page must end in .html")
+    csv_path = out_html.with_suffix(".csv")
+    out_html.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(csv_path) as f:
+        f.write(table.encode("utf-8"))
+    with atomic_write(out_html) as f:
+        f.write(html.encode("utf-8"))
+    return out_html, csv_path
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}

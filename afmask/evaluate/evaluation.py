@@ -1,0 +1,523 @@
+"""The evaluation of one finished run with the model it explained: renditions, curves, verdicts, sanity check.
+
+:func:`evaluate` computes everything from the run's settings, m and features;
+:func:`evaluate_into` does it for a run folder and writes, whole or not at
+all, ``evaluation.json`` (every number the report shows), ``curves.csv``
+(one row per curve point) and ``renditions/`` (the audio files).
+
+Importance per time-frequency point (:mod:`afmask.evaluate.importance`): the
+noise scale of a bin is the RMS of its (Re, Im) pair of m,
+``s = sqrt((m_re^2 + m_im^2) / 2)``, and importance is ``-log s``: small
+noise scale = important. Rankings order the points by importance.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from afmask.evaluate.curves import KINDS, compute_curves, percent_grid, score_at
+from afmask.evaluate.importance import importance, ranking
+from afmask.evaluate.renditions import (
+    render,
+    rendition_magnitudes,
+    rendition_plan,
+    write_rendition,
+)
+from afmask.evaluate.sanity import decorrelates, sanity_check, spearman
+from afmask.evaluate.scoring import Scorer, normalise
+from afmask.fl.nn import Module
+from afmask.mask import MaskConfig
+
+EVALUATION_FILE = "evaluation.json"
+CURVES_FILE = "curves.csv"
+RENDITIONS_DIR = "renditions"
+#: Version of evaluation.json's layout.
+FORMAT = 1
+
+
+@dataclass
+class EvaluationSettings:
+    """What the evaluation computes; every number is a setting."""
+
+    #: rendition percentages: the p % most / least important points removed.
+    percents: tuple = (20.0, 50.0, 80.0)
+    #: also attenuated (not zeroed) renditions, by this many dB; None: none.
+    soft_db: Optional[float] = None
+    #: also write WAV beside each FLAC.
+    wav: bool = False
+    #: curve grid step in per cent (0, step, ..., 100).
+    step: float = 5.0
+    #: random rankings to compare with (seeds seed, seed+1, ...).
+    random_seeds: int = 3
+    #: run the model-randomisation sanity check.
+    sanity: bool = True
+    #: iterations of each short re-run in the sanity check.
+    sanity_iterations: int = 25
+    #: noise samples per step in the sanity re-runs (None: the run's own).
+    sanity_samples: Optional[int] = 1
+    #: cascade levels of the sanity check (ending with every layer random).
+    sanity_levels: int = 4
+    #: inputs per forward pass when scoring.
+    batch: int = 8
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first setting out of range."""
+        for p in self.percents:
+            if not 0 < float(p) < 100:
+                raise ValueError(f"percents must be in (0, 100), got {p}")
+        if self.soft_db is not None and not self.soft_db > 0:
+            raise ValueError(f"soft_db must be > 0 dB or None, got {self.soft_db}")
+        percent_grid(self.step)
+        for name in ("random_seeds", "sanity_iterations", "sanity_levels", "batch"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.sanity_samples is not None and self.sanity_samples < 1:
+            raise ValueError(f"sanity_samples must be >= 1 or None, got {self.sanity_samples}")
+
+    def to_dict(self) -> dict:
+        """JSON-able settings."""
+        d = asdict(self)
+        d["percents"] = [float(p) for p in self.percents]
+        return d
+
+
+@dataclass
+class EvaluationResult:
+    """Everything the evaluation found (see ``to_dict`` for the JSON layout)."""
+
+    clean_text: str
+    transcript: Optional[str]
+    metric: str  # the metric verdicts use: "cer_clean", or "f" when the clean decoding is empty
+    verdict: str
+    keep_important: dict  # Score of keeping the most important half (insertion at 50 %)
+    keep_other: dict  # Score of keeping the other half (deletion at 50 %)
+    reversed: Optional[bool]  # True: the other half does better; None: a tie
+    areas: dict  # {ranking: {kind: {metric: area}}}, plus "gap" per metric
+    beats_energy: Optional[bool]
+    beats_random: Optional[bool]
+    energy_note: str
+    curves: dict  # {ranking: {kind: {"x": [...], "cer_clean": [...], "cer_transcript": [...], "f": [...]}}}
+    renditions: list
+    sanity: Optional[dict]
+    importance_vs_energy: float
+    forwards: int
+    seconds: dict
+    settings: dict
+    words: list = field(default_factory=list)
+    format: int = FORMAT
+
+    def to_dict(self) -> dict:
+        """The JSON layout of evaluation.json."""
+        return _json_safe(asdict(self))
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
+
+
+# -- transcripts and word timings ---------------------------------------------------------------------
+def find_transcript(audio: os.PathLike | str, explicit: Optional[os.PathLike | str] = None) -> tuple[Optional[str], Optional[Path]]:
+    """The reference transcript: ``explicit`` if given, else ``AUDIO.txt`` or ``STEM.txt`` beside the audio; (text, path)."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such transcript file")
+        return path.read_text(encoding="utf-8").strip(), path
+    if not audio:
+        return None, None
+    audio = Path(audio)
+    for cand in (audio.with_name(audio.name + ".txt"), audio.with_suffix(".txt")):
+        if cand.is_file():
+            return cand.read_text(encoding="utf-8").strip(), cand
+    return None, None
+
+
+def find_words(audio: os.PathLike | str, offset_s: float = 0.0, duration_s: Optional[float] = None) -> list:
+    """Word timings ``[{"t", "b", "d"}]`` (seconds, relative to ``offset_s``) from ``STEM.words.json`` beside the audio."""
+    if not audio:
+        return []
+    path = Path(audio).with_suffix(".words.json")
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        words = []
+        for w in data.get("w", []):
+            text = str(w["t"]).split("(")[0]
+            b, d = float(w["b"]) - offset_s, float(w["d"])
+            if text.startswith("<") or b + d <= 0 or (duration_s is not None and b >= duration_s):
+                continue
+            words.append({"t": text, "b": round(b, 3), "d": round(d, 3)})
+        return words
+    except (ValueError, KeyError, TypeError):
+        return []  # a malformed alignment only costs the word labels
+
+
+def _frames_cover_whole(config: MaskConfig, T: int) -> bool:
+    """Whether the run explained the whole utterance (so a transcript of the file applies)."""
+    frames = config.extra.get("frames")
+    if not frames:
+        return True
+    start, stop = int(frames[0]), int(frames[1])
+    if start != 0:
+        return False
+    try:
+        import soundfile as sf
+
+        from afmask.features.stft import num_frames
+
+        info = sf.info(config.audio)
+        n16 = int(info.frames * 16000 / info.samplerate)  # the file may be resampled (--resample)
+        return abs(num_frames(n16) - stop) <= 1
+    except Exception:  # the audio is not here any more: trust the frame count only
+        return stop == T
+
+
+# -- the verdicts -------------------------------------------------------------------------------------
+def _metric(clean_text: str) -> str:
+    from afmask.model.tokens import normalize_text
+
+    return "cer_clean" if normalize_text(clean_text) else "f"
+
+
+def _fmt(v: Optional[float]) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _metric_order(metric: str) -> list[str]:
+    """The verdict metric first, then the f-term to break its ties (a CER is coarse: whole characters)."""
+    return [metric] if metric == "f" else [metric, "f"]
+
+
+def _name(metric: str) -> str:
+    return {"cer_clean": "CER against the clean decoding", "cer_transcript": "CER against the transcript"}.get(metric, "f-term")
+
+
+def half_verdict(keep_important: dict, keep_other: dict, metric: str) -> tuple[str, Optional[bool]]:
+    """One line: does keeping the important half preserve the transcript better than keeping the other half?
+
+    Decided by ``metric`` (CER against the clean decoding, or the f-term when the clean decoding is empty),
+    ties broken by the f-term. Returns (the line, reversed: True / False / None for undecided).
+    """
+    parts = []
+    for mt in _metric_order(metric):
+        a, b = keep_important.get(mt), keep_other.get(mt)
+        if a is None or b is None:
+            parts.append(f"{_name(mt)} undefined")
+            continue
+        if a < b:
+            return ("keeping the important half (small m) preserves the transcript better than keeping the other "
+                    f"half (large m): {'; '.join(parts + [f'{_name(mt)} {a:.3f} vs {b:.3f}'])}"), False
+        if a > b:
+            return ("REVERSED: keeping the other half (large m) preserves the transcript better than keeping the "
+                    f"important half (small m): {'; '.join(parts + [f'{_name(mt)} {b:.3f} vs {a:.3f}'])}"), True
+        parts.append(f"{_name(mt)} {a:.3f} for both halves")
+    return "no difference between keeping the important half and keeping the other half: " + "; ".join(parts), None
+
+
+def _gap(areas: dict, metric: str) -> Optional[float]:
+    d, i = areas["deletion"].get(metric), areas["insertion"].get(metric)
+    return None if d is None or i is None else d - i
+
+
+def _beats(mine: dict, other: dict, metric: str) -> tuple[Optional[bool], str]:
+    """Whether gap ``mine`` beats ``other`` on ``metric``, ties broken by f; and the metric that decided."""
+    for mt in _metric_order(metric):
+        a, b = mine.get(mt), other.get(mt)
+        if a is None or b is None:
+            continue
+        if a != b:
+            return bool(a > b), mt
+    return None if all(mine.get(mt) is None for mt in _metric_order(metric)) else False, metric
+
+
+def compare_with_baselines(areas: dict, metric: str) -> tuple[Optional[bool], Optional[bool], str]:
+    """Whether the explanation's gap AUC(deletion) - AUC(insertion) beats energy's and every random ranking's; a note.
+
+    A tie counts as not beating. Decided by ``metric``, ties broken by the f-term.
+    """
+    mine = areas["explanation"]["gap"]
+    beats_e, mt = _beats(mine, areas["energy"]["gap"], metric)
+    randoms = [v["gap"] for k, v in areas.items() if k.startswith("random")]
+    beats_r: Optional[bool] = None
+    if randoms:
+        results = [_beats(mine, r, metric)[0] for r in randoms]
+        beats_r = None if any(r is None for r in results) else all(results)
+    short = "CER" if mt.startswith("cer") else "f"
+    g, ge = mine.get(mt), areas["energy"]["gap"].get(mt)
+    if beats_e is None:
+        note = "the comparison with signal energy is undefined"
+    elif beats_e:
+        note = (f"the explanation beats signal energy as a ranking: AUC(deletion) - AUC(insertion) of {short} "
+                f"{g:.3f} vs {ge:.3f} for energy")
+    else:
+        note = (f"WARNING: the explanation does not beat plain signal energy as a ranking (AUC(deletion) - "
+                f"AUC(insertion) of {short} {_fmt(g)} vs {_fmt(ge)} for energy): it is not worth much")
+    if beats_r is not None:
+        best = max((r.get(mt) for r in randoms if r.get(mt) is not None), default=None)
+        note += ("; it beats every random ranking" if beats_r else "; WARNING: it does not beat every random ranking") + \
+            f" (best random {_fmt(best)})"
+    return beats_e, beats_r, note
+
+
+# -- the evaluation -----------------------------------------------------------------------------------
+def _bar(progress: bool, desc: str):
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=0, file=sys.stderr, desc=desc, unit="pass", dynamic_ncols=True, leave=False)
+
+
+def evaluate(
+    config: MaskConfig,
+    m: np.ndarray,
+    feats: dict,
+    model: Module,
+    settings: Optional[EvaluationSettings] = None,
+    transcript: Optional[str] = None,
+    words: Optional[list] = None,
+    rendition_dir: Optional[os.PathLike] = None,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Evaluate a run (its config, m (2K, T) and features {fft, magnitude, samples}) with its model.
+
+    Writes the renditions into ``rendition_dir`` (none without it; their
+    audio-level scores need the files). Returns every number as an
+    :class:`EvaluationResult`.
+    """
+    settings = settings or EvaluationSettings()
+    settings.validate()
+    t_all = time.perf_counter()
+    seconds: dict = {}
+    fft, mag = np.asarray(feats["fft"], np.float32), np.asarray(feats["magnitude"], np.float32)
+    samples = np.asarray(feats["samples"], np.float32)
+    if m.shape != fft.shape:
+        raise ValueError(f"m {m.shape} does not match the run's FFT {fft.shape}")
+    imp = importance(m)
+    grid = percent_grid(settings.step)
+    if 50.0 not in grid:
+        raise ValueError(f"the curve grid must hold 50 % for the half verdict; step {settings.step} does not give it")
+
+    t0 = time.perf_counter()
+    scorer = Scorer(fft, mag, model, config.variant, stats=config.stats, noise=config.noise,
+                    transcript=transcript, batch=settings.batch)
+    metric = _metric(scorer.clean_text)
+    rankings = {"explanation": ranking(imp), "energy": ranking(mag)}
+    n = mag.size
+    for i in range(settings.random_seeds):
+        rankings[f"random{i}"] = np.random.default_rng([settings.seed, 7, i]).permutation(n)
+    bar = _bar(progress, "afmask evaluate: curves")
+    try:
+        curves = compute_curves(scorer, rankings, grid, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds["curves"] = time.perf_counter() - t0
+
+    areas: dict = {}
+    for name, pair in curves.items():
+        areas[name] = {kind: {mt: pair[kind].area(mt) for mt in ("cer_clean", "cer_transcript", "f")} for kind in KINDS}
+        areas[name]["gap"] = {mt: _gap(areas[name], mt) for mt in ("cer_clean", "cer_transcript", "f")}
+    keep_imp = score_at(curves["explanation"]["insertion"], 50.0).to_dict()
+    keep_other = score_at(curves["explanation"]["deletion"], 50.0).to_dict()
+    verdict, rev = half_verdict(keep_imp, keep_other, metric)
+    beats_e, beats_r, energy_note = compare_with_baselines(areas, metric)
+
+    # renditions: written, read back from their files and decoded; also scored at the spectrum level
+    t0 = time.perf_counter()
+    rend_rows = []
+    if rendition_dir is not None:
+        rend_rows = _renditions(scorer, fft, mag, samples, rankings["explanation"], settings, Path(rendition_dir), progress)
+    seconds["renditions"] = time.perf_counter() - t0
+
+    sanity = None
+    if settings.sanity:
+        t0 = time.perf_counter()
+        bar = _bar(progress, "afmask evaluate: sanity check")
+        try:
+            levels = sanity_check(fft, scorer.clean_input, model, config, imp, iterations=settings.sanity_iterations,
+                                  samples=settings.sanity_samples, levels=settings.sanity_levels, seed=settings.seed,
+                                  progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        dec = decorrelates(levels)
+        sanity = {
+            "levels": [lv.to_dict() for lv in levels],
+            "iterations": settings.sanity_iterations,
+            "samples": settings.sanity_samples or config.samples,
+            "decorrelates": dec,
+            "note": _sanity_note(levels, dec),
+        }
+        seconds["sanity"] = time.perf_counter() - t0
+
+    seconds["total"] = time.perf_counter() - t_all
+    return EvaluationResult(
+        clean_text=scorer.clean_text, transcript=scorer.transcript, metric=metric, verdict=verdict,
+        keep_important=keep_imp, keep_other=keep_other, reversed=rev, areas=areas, beats_energy=beats_e,
+        beats_random=beats_r, energy_note=energy_note,
+        curves={name: {kind: {"x": c.x, **{mt: c.values(mt) for mt in ("cer_clean", "cer_transcript", "f")},
+                              "text": [s.text for s in c.scores]}
+                       for kind, c in pair.items()} for name, pair in curves.items()},
+        renditions=rend_rows, sanity=sanity, importance_vs_energy=spearman(imp, np.log(np.maximum(mag, 1e-12))),
+        forwards=scorer.forwards, seconds={k: round(v, 3) for k, v in seconds.items()},
+        settings=settings.to_dict(), words=list(words or []),
+    )
+
+
+def _sanity_note(levels, dec: Optional[bool]) -> str:
+    first, last = levels[0], levels[-1]
+    base = (f"Spearman with the trained explanation: {first.spearman:.3f} for the trained model re-run short, "
+            f"{last.spearman:.3f} with all layers random")
+    if dec is None:
+        return base + " (undecided)"
+    if dec:
+        return base + ": the explanation decorrelates as the model is randomised (passes)"
+    return base + ": WARNING: the explanation does not decorrelate; it may reflect the input more than the model"
+
+
+def _renditions(scorer: Scorer, fft, mag, samples, order, settings: EvaluationSettings, folder: Path, progress: bool) -> list:
+    from afmask.features import features
+    from afmask.io import load_audio
+
+    plan = rendition_plan(settings.percents, settings.soft_db)
+    mags = [rendition_magnitudes(mag, order, r) for r in plan]
+    spectrum = scorer.score(mags)
+    inputs, files = [], []
+    it = plan
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(plan, file=sys.stderr, desc="afmask evaluate: renditions", unit="file", dynamic_ncols=True, leave=False)
+    for r, mg in zip(it, mags):
+        x = render(fft, mg, samples.size)
+        names = write_rendition(folder, r.name, x, wav=settings.wav)
+        back = load_audio(folder / names[0], allow_clipping=True)  # decode what was written, as one would hear it
+        if not np.any(back):
+            inputs.append(np.zeros_like(scorer.clean_input))
+        else:
+            inputs.append(normalise(features(back)["magnitude"], scorer.stats))
+        files.append(names)
+    audio = scorer.score_inputs(inputs)
+    rows = []
+    for r, names, sp, au in zip(plan, files, spectrum, audio):
+        rows.append({
+            "name": r.name, "files": names, "end": r.end, "percent": r.percent, "gain_db": r.gain_db,
+            "description": r.describe(), "kept": r.kept_label(),
+            "text": au.text, "cer_clean": au.cer_clean, "cer_transcript": au.cer_transcript, "f_audio": au.f,
+            "spectrum_text": sp.text, "spectrum_cer_clean": sp.cer_clean, "spectrum_cer_transcript": sp.cer_transcript,
+            "f": sp.f,
+        })
+    return rows
+
+
+# -- files --------------------------------------------------------------------------------------------
+def curves_csv(result: EvaluationResult) -> str:
+    """curves.csv: ranking, kind, x (%), cer_clean, cer_transcript, f, text; one row per curve point."""
+    buf = _io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["ranking", "kind", "x_percent", "cer_clean", "cer_transcript", "f", "text"])
+    fmt = lambda v: "" if v is None else f"{v:.6g}"  # noqa: E731
+    for name, pair in result.curves.items():
+        for kind, c in pair.items():
+            for i, x in enumerate(c["x"]):
+                w.writerow([name, kind, f"{x:g}", fmt(c["cer_clean"][i]), fmt(c["cer_transcript"][i]), fmt(c["f"][i]), c["text"][i]])
+    return buf.getvalue()
+
+
+def evaluate_into(
+    out: os.PathLike,
+    config: MaskConfig,
+    m: np.ndarray,
+    feats: dict,
+    model: Module,
+    settings: Optional[EvaluationSettings] = None,
+    transcript: Optional[str] = None,
+    transcript_path: Optional[os.PathLike] = None,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Evaluate the run in folder ``out`` and write evaluation.json, curves.csv and renditions/ there, whole or not at all.
+
+    Everything is built in a temporary folder inside ``out`` first; only then
+    the old evaluation.json is removed, renditions/ and curves.csv are moved
+    into place, and evaluation.json is written last (the mark of a finished
+    evaluation). A failure before that leaves the folder as it was.
+    """
+    from afmask.io.files import atomic_write
+
+    out = Path(out)
+    if transcript is None and transcript_path is None and not _frames_cover_whole(config, m.shape[1]):
+        transcript_note = "the run explains only some frames; the file's transcript does not apply"
+    else:
+        transcript_note = ""
+        if transcript is None:
+            transcript, transcript_path = find_transcript(config.audio, transcript_path)
+    frames = config.extra.get("frames") or [0, m.shape[1]]
+    T = m.shape[1]
+    words = find_words(config.audio, offset_s=frames[0] * 0.01, duration_s=T * 0.01 + 0.015)
+    stage = Path(tempfile.mkdtemp(prefix=".evaluation.", dir=out))
+    try:
+        result = evaluate(config, m, feats, model, settings, transcript=transcript, words=words,
+                          rendition_dir=stage / RENDITIONS_DIR, progress=progress)
+        doc = result.to_dict()
+        doc["transcript_file"] = os.fspath(transcript_path) if transcript_path else None
+        doc["transcript_note"] = transcript_note
+        with open(stage / CURVES_FILE, "w", encoding="utf-8", newline="") as f:
+            f.write(curves_csv(result))
+        payload = json.dumps(doc, indent=1).encode()
+        # commit: from here on the old evaluation is replaced
+        if (out / EVALUATION_FILE).exists():
+            os.unlink(out / EVALUATION_FILE)
+        old = out / RENDITIONS_DIR
+        if old.exists():
+            trash = stage / "old-renditions"
+            os.replace(old, trash)
+        if (stage / RENDITIONS_DIR).exists():
+            os.replace(stage / RENDITIONS_DIR, out / RENDITIONS_DIR)
+        os.replace(stage / CURVES_FILE, out / CURVES_FILE)
+        with atomic_write(out / EVALUATION_FILE) as f:
+            f.write(payload)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return result
+
+
+def read_evaluation(out: os.PathLike) -> dict:
+    """evaluation.json of a run folder; FileNotFoundError saying how to make it when it is missing."""
+    path = Path(out) / EVALUATION_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{out} has no {EVALUATION_FILE}: the evaluation needs the model the run explained; run "
+            f"`afmask report {out} --model demo` (or `--arch A.arch --params P.af`) to evaluate it and write the report"
+        )
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a valid evaluation file ({exc}); evaluate the run again") from None
+    if doc.get("format") != FORMAT:
+        raise ValueError(f"{path}: evaluation format {doc.get('format')!r}, expected {FORMAT}; evaluate the run again")
+    return doc

@@ -1,0 +1,195 @@
+"""Plots of a run (PNG, matplotlib): importance map, training curves, deletion/insertion curves, sanity check, comparisons."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+from afmask.evaluate.importance import bin_scale
+from afmask.features.stft import FFT_SIZE, FRAME_SHIFT, SAMPLE_RATE
+from afmask.io.files import atomic_write
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def extent(K: int, T: int) -> list[float]:
+    """imshow extent in seconds and Hz for a (K, T) map (frame t at t * 10 ms, bin k at k * 16000/512 Hz)."""
+    return [0.0, T * FRAME_SHIFT / SAMPLE_RATE, 0.0, (K - 1) * SAMPLE_RATE / FFT_SIZE]
+
+
+def _save(fig, path: os.PathLike) -> None:
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+
+
+def plot_mask(magnitude: np.ndarray, m: np.ndarray, path: os.PathLike, title: str = "") -> None:
+    """Spectrogram (dB) above the noise scale per bin (log10), both in seconds x Hz; small m = important."""
+    plt = _pyplot()
+    K, T = magnitude.shape
+    scale = bin_scale(m)
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, constrained_layout=True)
+    db = 20 * np.log10(np.maximum(magnitude, 1e-3))
+    im0 = axes[0].imshow(db, origin="lower", aspect="auto", extent=extent(K, T), cmap="magma",
+                         vmin=db.max() - 80, vmax=db.max())
+    axes[0].set_ylabel("frequency (Hz)")
+    axes[0].set_title("spectrogram |X| (dB)" + (f" - {title}" if title else ""))
+    fig.colorbar(im0, ax=axes[0], label="dB")
+    logs = np.log10(np.maximum(scale, 1e-12))
+    lo, hi = np.percentile(logs, [1, 99])
+    im1 = axes[1].imshow(logs, origin="lower", aspect="auto", extent=extent(K, T), cmap="viridis_r", vmin=lo, vmax=hi)
+    axes[1].set_ylabel("frequency (Hz)")
+    axes[1].set_xlabel("time (s)")
+    axes[1].set_title("noise scale per point, log10 (bright = small m = important to the model)")
+    fig.colorbar(im1, ax=axes[1], label="log10 m")
+    _save(fig, path)
+    plt.close(fig)
+
+
+def figure_png(fig) -> bytes:
+    """The figure as PNG bytes (for embedding), closed afterwards."""
+    import io
+
+    plt = _pyplot()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def training_figure(history: Sequence[dict], title: str = ""):
+    """Figure of the loss terms, gradient norms, and m's mean and variance over iterations."""
+    plt = _pyplot()
+    it = np.array([r["iteration"] for r in history])
+    col = lambda k: np.array([r[k] for r in history], dtype=np.float64)  # noqa: E731
+    fig, axes = plt.subplots(2, 2, figsize=(11, 6.5), constrained_layout=True)
+    ax = axes[0, 0]
+    for key, label in (("total", "total"), ("f_term", "f: ||pre - cur||^2"), ("reg_term", "regulariser")):
+        ax.plot(it, col(key), label=label, lw=0.8)
+    ax.set_title("loss terms")
+    ax.legend()
+    ax = axes[0, 1]
+    ax.semilogy(it, col("grad_f_norm"), label="||grad f||", lw=0.8)
+    ax.semilogy(it, col("grad_reg_norm"), label="||grad regulariser||", lw=0.8)
+    ax.set_title("gradient norms (w.r.t. m)")
+    ax.legend()
+    ax = axes[1, 0]
+    ax.plot(it, col("m_mean"), lw=0.8)
+    ax.set_title("mean of m")
+    ax.set_xlabel("iteration")
+    ax = axes[1, 1]
+    ax.plot(it, col("m_var"), lw=0.8)
+    ax.set_title("variance of m")
+    ax.set_xlabel("iteration")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_training(history: Sequence[dict], path: os.PathLike, title: str = "") -> None:
+    """Loss terms, gradient norms, and m's mean and variance over iterations."""
+    plt = _pyplot()
+    fig = training_figure(history, title)
+    _save(fig, path)
+    plt.close(fig)
+
+
+#: How each ranking is drawn in the curve plots.
+_STYLE = {"explanation": dict(color="C0", lw=2.0, ls="-"), "energy": dict(color="C3", lw=1.4, ls="--")}
+_METRIC_LABEL = {"cer_clean": "CER vs clean decoding", "cer_transcript": "CER vs transcript", "f": "f = ||pre - cur||^2"}
+
+
+def _series(curve: dict, metric: str) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in curve[metric]], dtype=np.float64)
+
+
+def curve_metrics(evaluation: dict) -> list[str]:
+    """The metrics an evaluation has values for, in display order."""
+    expl = evaluation["curves"]["explanation"]["deletion"]
+    return [mt for mt in ("cer_clean", "cer_transcript", "f") if any(v is not None for v in expl[mt])]
+
+
+def curves_figure(evaluation: dict, title: str = ""):
+    """Deletion and insertion curves (one row per metric) of the explanation, energy and the random rankings."""
+    plt = _pyplot()
+    metrics = curve_metrics(evaluation)
+    curves, areas = evaluation["curves"], evaluation["areas"]
+    fig, axes = plt.subplots(len(metrics), 2, figsize=(11, 3.0 * len(metrics) + 0.6), squeeze=False, constrained_layout=True)
+    randoms = [k for k in curves if k.startswith("random")]
+    for row, mt in enumerate(metrics):
+        for col, kind in enumerate(("deletion", "insertion")):
+            ax = axes[row, col]
+            x = np.array(curves["explanation"][kind]["x"], dtype=np.float64)
+            if randoms:
+                ys = np.array([_series(curves[r][kind], mt) for r in randoms])
+                found = [areas[r][kind][mt] for r in randoms if areas[r][kind][mt] is not None]
+                with warnings.catch_warnings():  # a point undefined for every seed stays a gap
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    lo, hi, mean = np.nanmin(ys, axis=0), np.nanmax(ys, axis=0), np.nanmean(ys, axis=0)
+                ax.fill_between(x, lo, hi, color="0.8", lw=0, label=f"random, {len(randoms)} seeds (range)")
+                area = f"{np.mean(found):.3f}" if found else "n/a"
+                ax.plot(x, mean, color="0.45", lw=1.0, label=f"random mean (AUC {area})")
+            for name in ("energy", "explanation"):
+                a = areas[name][kind][mt]
+                label = ("explanation (importance from m)" if name == "explanation" else "signal energy")
+                ax.plot(x, _series(curves[name][kind], mt), label=f"{label} (AUC {'n/a' if a is None else f'{a:.3f}'})",
+                        **_STYLE[name])
+            what = "removed: the x% most important" if kind == "deletion" else "kept: only the x% most important"
+            ax.set_title(f"{kind} - {_METRIC_LABEL[mt]}", fontsize=10)
+            ax.set_xlabel(f"x (% of points; {what})")
+            ax.set_xlim(0, 100)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def sanity_figure(evaluation: dict):
+    """Spearman correlation of each sanity-check level's map with the trained explanation."""
+    plt = _pyplot()
+    levels = evaluation["sanity"]["levels"]
+    fig, ax = plt.subplots(figsize=(7.5, 3.2), constrained_layout=True)
+    x = np.arange(len(levels))
+    ax.plot(x, [lv["spearman"] for lv in levels], "o-", color="C0", label="vs the run's explanation")
+    short = [np.nan if lv["spearman_short"] is None else lv["spearman_short"] for lv in levels]
+    ax.plot(x, short, "s--", color="C2", label="vs the trained short re-run")
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xticks(x)
+    ax.set_xticklabels([lv["label"].replace(" layers random", "\nlayers random") for lv in levels], fontsize=8)
+    ax.set_ylabel("Spearman rank correlation")
+    ax.set_ylim(min(-0.1, np.nanmin([lv["spearman"] for lv in levels]) - 0.05), 1.0)
+    ax.set_title("model randomisation, cascading from the top layer")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def comparison_figure(runs: Sequence[tuple[str, dict]], metric: str = "cer_clean"):
+    """Deletion and insertion curves of several runs' explanations (solid), with each run's energy curve (dotted)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    for i, (label, ev) in enumerate(runs):
+        color = f"C{i % 10}"
+        for ax, kind in zip(axes, ("deletion", "insertion")):
+            c = ev["curves"]["explanation"][kind]
+            x = np.array(c["x"], dtype=np.float64)
+            ax.plot(x, _series(c, metric), color=color, lw=1.8, label=label)
+            ax.plot(x, _series(ev["curves"]["energy"][kind], metric), color=color, lw=0.9, ls=":")
+    for ax, kind in zip(axes, ("deletion", "insertion")):
+        what = "the x% most important removed" if kind == "deletion" else "only the x% most important kept"
+        ax.set_title(f"{kind} - {_METRIC_LABEL[metric]} (dotted: energy ranking)", fontsize=10)
+        ax.set_xlabel(f"x (%; {what})")
+        ax.set_xlim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
