@@ -53,7 +53,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["afmask", "afmask.*"]),
     include_package_data=True,
-    package_data={"afmask": ["data/*", "data/*/*", "kernels/*.cu"]},
+    package_data={"afmask": ["data/*/*", "kernels/*.cu", "report/assets/*"]},
     ext_modules=[
         Pybind11Extension(
             "afmask._ext",

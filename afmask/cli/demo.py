@@ -1,0 +1,53 @@
+"""``afmask demo``: explain the bundled utterance with the demo model, then evaluate and report (about a minute)."""
+
+from __future__ import annotations
+
+import argparse
+from importlib import resources
+from pathlib import Path
+
+#: Settings that finish in about a minute on 2 CPU cores (the default method, fewer iterations).
+DEMO_SETTINGS = {"iterations": 400}
+
+
+def demo_audio() -> Path:
+    """The bundled utterance (LibriVox, public domain; see afmask/data/audio/NOTICE.md)."""
+    path = Path(str(resources.files("afmask") / "data" / "audio" / "demo.wav"))
+    if not path.exists():
+        raise FileNotFoundError(f"the bundled utterance is missing ({path}); reinstall afmask")
+    return path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``demo`` sub-command."""
+    p = sub.add_parser("demo", help="explain the bundled utterance with the demo model (about a minute)",
+                       description="Run `afmask explain` on the bundled LibriVox utterance with the demo model, "
+                                   "then the evaluation and the HTML report.")
+    p.add_argument("--out", "-o", default="afmask-demo", metavar="DIR", help="run folder (default: ./afmask-demo)")
+    p.add_argument("--mode", choices=["default", "faithful"], default="default")
+    p.add_argument("--iterations", type=int, default=None, metavar="N", help=f"default {DEMO_SETTINGS['iterations']}")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted demo in DIR")
+    p.add_argument("--no-report", action="store_true", help="skip the evaluation and the HTML report")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Explain, evaluate, report."""
+    from afmask.api import explain
+    from afmask.cli.explain import print_summary
+    from afmask.mask import MaskConfig
+    from afmask.model import demo_model
+
+    settings = dict(DEMO_SETTINGS)
+    if args.iterations is not None:
+        settings["iterations"] = args.iterations
+    config = MaskConfig.preset(args.mode, **settings)
+    model = demo_model()
+    expl = explain(demo_audio(), args.out, model=model, config=config, resume=args.resume, progress=not args.no_progress)
+    print_summary(expl)
+    if not args.no_report:
+        from afmask.api import evaluate_and_report
+
+        evaluate_and_report(args.out, model=model, progress=not args.no_progress)
+    return 0

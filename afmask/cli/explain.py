@@ -1,0 +1,111 @@
+"""``afmask explain AUDIO --out DIR``: learn which time-frequency points the recogniser relies on."""
+
+from __future__ import annotations
+
+import argparse
+
+from afmask.cli.common import add_audio_arguments, add_model_arguments, model_from_args
+from afmask.mask.config import GRADIENTS, MODES, NOISES, OPTIMIZERS, PARAMETRIZATIONS, REGULARIZERS, VARIANTS
+
+
+def _lam(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--lambda takes a number or 'auto', got {text!r}") from None
+    return value
+
+
+def _frames(text: str):
+    try:
+        a, b = text.split(":")
+        return int(a), int(b)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--frames takes START:STOP (frame numbers), got {text!r}") from None
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Settings of a run that the command line can override (everything else: --config FILE)."""
+    p.add_argument("--config", metavar="FILE", help="settings file (JSON or TOML); options given here override it")
+    p.add_argument("--mode", choices=MODES, default=None, help="faithful (the original C++ loop) or default (the best method)")
+    p.add_argument("--iterations", type=int, metavar="N", help="most iterations")
+    p.add_argument("--lambda", dest="lam", type=_lam, metavar="X", help="regulariser weight, or 'auto'")
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--variant", choices=VARIANTS, help="post-processing of the network output")
+    p.add_argument("--regularizer", choices=REGULARIZERS)
+    p.add_argument("--parametrization", choices=PARAMETRIZATIONS)
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--noise", choices=NOISES, help="absolute (as the original) or relative to each bin's magnitude")
+    p.add_argument("--samples", type=int, metavar="S", help="noise samples per step")
+    p.add_argument("--gradient", choices=GRADIENTS, help="hand-written (verified) or autograd")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--frames", type=_frames, metavar="START:STOP", help="explain only these frames")
+
+
+def config_from_args(args: argparse.Namespace):
+    """The run's settings: the mode's preset, then --config, then the options given."""
+    from afmask.mask import MaskConfig
+
+    names = ("iterations", "lam", "lr", "variant", "regularizer", "parametrization", "optimizer", "noise",
+             "samples", "gradient", "seed")
+    overrides = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    if getattr(args, "stats_given", False):
+        overrides["stats"] = args.stats
+    if args.config:
+        if args.mode:
+            overrides["mode"] = args.mode
+        return MaskConfig.load(args.config, **overrides)
+    return MaskConfig.preset(args.mode or "default", **overrides)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``explain`` sub-command."""
+    p = sub.add_parser(
+        "explain",
+        help="learn the noise scale m over an utterance's FFT (small m = what the model needs)",
+        description="Learn, for every time-frequency point of the utterance's FFT, how much noise the recogniser "
+                    "tolerates while its outputs stay unchanged. Writes m, the per-iteration log, the settings, "
+                    "checkpoints, plots and (unless --no-report) renditions and the HTML report to DIR.",
+    )
+    p.add_argument("audio", metavar="AUDIO", help="WAV or FLAC file, 16 kHz mono (see --resample, --channel)")
+    p.add_argument("--out", "-o", required=True, metavar="DIR", help="run folder")
+    add_model_arguments(p)
+    add_run_arguments(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in DIR from its last checkpoint")
+    p.add_argument("--no-report", action="store_true", help="skip the evaluation and the HTML report")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_audio_arguments(p)
+    p.set_defaults(func=run)
+
+
+def print_summary(expl) -> None:
+    """A short summary of a finished run."""
+    r = expl.result
+    s = r.summary()
+    final = s["final"]
+    state = f"converged at iteration {r.converged_at}" if r.converged else "not converged"
+    print(f"afmask {r.config.mode} run: {r.iterations} iterations, {state}, {s['seconds']:.1f} s "
+          f"({1000 * s['seconds_per_iteration']:.1f} ms/iteration, kernel path {r.kernel_path})")
+    print(f"  lambda {r.lam:.4g}; final loss {final['total']:.5g} = f {final['f_term']:.5g} + regulariser {final['reg_term']:.5g}")
+    print(f"  m: mean {final['m_mean']:.4g}, variance {final['m_var']:.4g}; result from iteration {r.best_iteration}")
+    print(f"  written to {expl.out}/")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the explanation, then the evaluation and the report."""
+    from afmask.api import explain
+
+    config = config_from_args(args)
+    model = model_from_args(args)
+    name = "demo" if not args.arch else f"{args.arch} + {args.params}"
+    expl = explain(args.audio, args.out, model=model, config=config, resume=args.resume,
+                   progress=not args.no_progress, frames=args.frames, resample=args.resample,
+                   channel=args.channel, allow_clipping=args.allow_clipping, model_name=name)
+    print_summary(expl)
+    if not args.no_report:
+        from afmask.api import evaluate_and_report
+
+        evaluate_and_report(args.out, model=model, progress=not args.no_progress)
+    return 0

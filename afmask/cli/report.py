@@ -1,0 +1,88 @@
+"""``afmask report DIR``: (re)build a run's HTML report; evaluates the run first when given its model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from afmask.cli.common import add_model_arguments, model_from_args
+
+
+def add_evaluation_arguments(p: argparse.ArgumentParser) -> None:
+    """Settings of the evaluation (renditions, curves, sanity check)."""
+    g = p.add_argument_group("evaluation (runs when a model is given, or with --evaluate)")
+    g.add_argument("--evaluate", action="store_true", help="evaluate the run again even if it has evaluation.json "
+                                                          "(with the demo model unless --model/--arch/--params say otherwise)")
+    g.add_argument("--transcript", metavar="FILE", help="reference transcript (default: AUDIO.txt or STEM.txt beside the run's audio)")
+    g.add_argument("--percent", type=float, nargs="+", metavar="P", help="rendition percentages (default: 20 50 80)")
+    g.add_argument("--soft-db", type=float, metavar="DB", help="also attenuated renditions (by DB dB instead of zeroed)")
+    g.add_argument("--wav", action="store_true", help="also write the renditions as WAV")
+    g.add_argument("--step", type=float, metavar="X", help="curve step in per cent (default 5)")
+    g.add_argument("--random-seeds", type=int, metavar="N", help="random rankings to compare with (default 3)")
+    g.add_argument("--no-sanity", action="store_true", help="skip the model-randomisation sanity check")
+    g.add_argument("--sanity-iterations", type=int, metavar="N", help="iterations of each sanity re-run (default 25)")
+    g.add_argument("--sanity-levels", type=int, metavar="N", help="cascade levels of the sanity check (default 4)")
+
+
+def settings_from_args(args: argparse.Namespace):
+    """The EvaluationSettings the options name (defaults for the rest)."""
+    from afmask.evaluate import EvaluationSettings
+
+    s = EvaluationSettings()
+    if getattr(args, "percent", None):
+        s.percents = tuple(args.percent)
+    for name in ("soft_db", "step", "random_seeds", "sanity_iterations", "sanity_levels"):
+        if getattr(args, name, None) is not None:
+            setattr(s, name, getattr(args, name))
+    s.wav = bool(getattr(args, "wav", False))
+    s.sanity = not getattr(args, "no_sanity", False)
+    s.validate()
+    return s
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``report`` sub-command."""
+    p = sub.add_parser(
+        "report",
+        help="build DIR/report.html (evaluating the run first when a model is given)",
+        description="Build the self-contained HTML report of a run folder: spectrogram and importance viewer, renditions "
+                    "with players, deletion/insertion curves, sanity check, training curves and settings. The evaluation "
+                    "(evaluation.json, renditions/, curves.csv) needs the model the run explained: give it with "
+                    "--model demo or --arch/--params to evaluate; without a model the report is rebuilt from the "
+                    "existing evaluation.json.",
+    )
+    p.add_argument("dir", metavar="DIR", help="run folder (written by afmask explain)")
+    add_model_arguments(p)
+    add_evaluation_arguments(p)
+    p.add_argument("--link-audio", action="store_true", help="link the renditions (renditions/*.flac beside report.html) "
+                                                             "instead of embedding them in the page")
+    p.add_argument("--no-evaluation", action="store_true", help="without evaluation.json, write a report of the training only")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate if asked (or given a model), then write the report."""
+    from afmask.api import evaluate_run, load_run, write_report
+    from afmask.evaluate import EVALUATION_FILE
+
+    out = Path(args.dir)
+    load_run(out)  # a clear error for a folder that is not a finished run
+    model_given = bool(args.model or args.arch or args.params)
+    if model_given or args.evaluate:
+        settings = settings_from_args(args)
+        model = model_from_args(args)
+        result = evaluate_run(out, model=model, settings=settings, transcript=args.transcript, progress=not args.no_progress)
+        print(f"afmask report: {result.verdict}")
+        print(f"  {result.energy_note}")
+        if result.sanity:
+            print(f"  sanity check: {result.sanity['note']}")
+    elif not (out / EVALUATION_FILE).exists() and not args.no_evaluation:
+        raise ValueError(
+            f"{out} has no {EVALUATION_FILE} yet; the evaluation needs the model the run explained: "
+            f"`afmask report {out} --model demo` or `afmask report {out} --arch A.arch --params P.af` "
+            "(or --no-evaluation for a report of the training only)"
+        )
+    path = write_report(out, embed_audio=not args.link_audio, require_evaluation=not args.no_evaluation)
+    print(f"afmask report: wrote {path}")
+    return 0
