@@ -1,0 +1,64 @@
+"""`afmask explain` end to end on a real flashlight network (the C++ dump's linear model) and real speech."""
+
+import json
+
+import numpy as np
+import pytest
+
+from afmask.cli import main
+from afmask.cli.demo import demo_audio
+
+
+@pytest.fixture()
+def linear(shared):
+    d = shared / "fixtures" / "cpp_dump"
+    return ["--arch", str(d / "linear.arch"), "--params", str(d / "linear_params.af")]
+
+
+def test_explain_writes_the_run_folder_and_resumes(tmp_path, linear, capsys):
+    out = tmp_path / "run"
+    args = ["explain", str(demo_audio()), "--out", str(out), *linear, "--frames", "100:220", "--no-report", "--no-progress"]
+    assert main(args + ["--iterations", "6"]) == 0
+    printed = capsys.readouterr().out
+    assert "6 iterations" in printed and "not converged" in printed and "ms/iteration" in printed
+    for name in ("m.npy", "m.af", "log.csv", "config.json", "summary.json", "checkpoint.npz", "heatmap.png",
+                 "training.png", "features.npz"):
+        assert (out / name).stat().st_size > 0, name
+    m = np.load(out / "m.npy")
+    assert m.shape == (514, 120) and np.all(m > 0)
+    config = json.loads((out / "config.json").read_text())
+    assert config["mode"] == "default" and config["extra"]["frames"] == [100, 220]
+    # the folder holds a run: a second start must say how to continue it
+    assert main(args + ["--iterations", "6"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(args + ["--iterations", "9", "--resume"]) == 0
+    assert "9 iterations" in capsys.readouterr().out
+    assert len((out / "log.csv").read_text().strip().splitlines()) == 1 + 9
+
+
+def test_explain_faithful_mode_from_a_config_file(tmp_path, linear, capsys):
+    cfg = tmp_path / "settings.toml"
+    cfg.write_text('mode = "faithful"\niterations = 4\nlam = 5.0\n')
+    out = tmp_path / "faithful"
+    rc = main(["explain", str(demo_audio()), "--out", str(out), *linear, "--config", str(cfg), "--frames", "0:80",
+               "--lr", "0.002", "--no-report", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    config = json.loads((out / "config.json").read_text())
+    assert (config["mode"], config["iterations"], config["lam"], config["lr"], config["variant"]) == ("faithful", 4, 5.0, 0.002, "letters")
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--frames", "10:5"], "frames"),
+    (["--lambda", "-3"], "lam"),
+    (["--samples", "0"], "samples"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, linear, capsys, extra, message):
+    rc = main(["explain", str(demo_audio()), "--out", str(tmp_path / "x"), *linear, "--no-report", "--no-progress", *extra])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_audio_names_the_file(tmp_path, linear, capsys):
+    rc = main(["explain", str(tmp_path / "nope.wav"), "--out", str(tmp_path / "x"), *linear, "--no-report"])
+    assert rc == 2 and "nope.wav" in capsys.readouterr().err
