@@ -62,6 +62,11 @@ CASES = {
     "conv2d_same_stride2": (lambda x, w, b: fl.conv2d(x, w, b, 2, 1, 3, 0), [(11, 1, 3, 2), (8, 1, 3, 4), (1, 1, 4)], False),
     "conv2d_2d_window": (lambda x, w: fl.conv2d(x, w, None, 1, 2, 1, 1), [(6, 5, 2), (3, 2, 2, 3)], False),
     "astype_roundtrip": (lambda a: a.astype(np.float64), [(3, 3)], False),
+    "clamp": (lambda a: fl.clamp(a, -0.5, 0.7), [(4, 5)], False),
+    "elu": (lambda a: fl.elu(a, 0.8), [(4, 5)], False),
+    "padding": (lambda a: fl.padding(a, [(1, 2), (0, 1)], 0.5), [(3, 4)], False),
+    "pool2d_max": (lambda a: fl.pool2d(a, 3, 2, 2, 1, 1, 0, fl.MAX), [(7, 4, 2)], False),
+    "pool2d_avg": (lambda a: fl.pool2d(a, 3, 1, 2, 1, 1, 0, fl.AVG_EXCLUDE_PADDING), [(7, 3, 2)], False),
 }
 
 
