@@ -85,8 +85,10 @@ def test_outputs_and_log(tmp_path, backend):
 
 
 def test_auto_lambda_balances_the_gradient_norms_at_the_start(backend):
-    run = MaskRun(objective(backend, "posteriors", "relative"), MaskConfig.preset("default", iterations=1))
+    run = MaskRun(objective(backend, "posteriors", "relative"), MaskConfig.preset("default", iterations=1, lambda_scale=1.0))
     lam = run.choose_lambda()
+    scaled = MaskRun(objective(backend, "posteriors", "relative"), MaskConfig.preset("default", iterations=1, lambda_scale=0.1))
+    assert scaled.choose_lambda() == pytest.approx(0.1 * lam, rel=1e-9)
     run.lam = lam
     row = run.step()
     # at the first step the two gradient norms are of the same size (the noise draw differs)
@@ -130,7 +132,7 @@ def test_early_stop_and_best_state_by_smoothed_loss(backend):
 
 
 def test_divergence_is_reported_not_propagated(backend):
-    cfg = MaskConfig.preset("default", iterations=50, lr=50.0, lam=1e6)  # exp(theta) overflows float32
+    cfg = MaskConfig.preset("default", iterations=50, lr=50.0, lam=1e6, m_max=None)  # exp(theta) overflows float32
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         run_mask(objective(backend), cfg, progress=False)
 
@@ -140,3 +142,12 @@ def test_autograd_and_hand_gradient_runs_agree(backend):
     a = run_mask(objective(backend), cfg, progress=False)
     b = run_mask(objective(backend), cfg.replace(gradient="autograd"), progress=False)
     np.testing.assert_allclose(a.m, b.m, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("parametrization", ["exp", "softplus", "raw"])
+def test_m_stays_below_its_bound(backend, parametrization):
+    cfg = MaskConfig.preset("default", iterations=30, lr=2.0, lam=50.0, m_max=0.5, early_stop=False,
+                            parametrization=parametrization, regularizer="log_norm")
+    result = run_mask(objective(backend, "posteriors", "relative"), cfg, progress=False)
+    assert np.max(np.abs(result.m_last)) <= 0.5 * (1 + 1e-6)
+    assert np.max(np.abs(result.m_last)) > 0.4  # the regulariser pushed m up to the bound

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 MODES = ("faithful", "default")
 VARIANTS = ("letters", "pitfall", "posteriors")
@@ -33,13 +33,19 @@ class MaskConfig:
     regularizer: str = "mean_log"
     #: lambda, or "auto" to balance the two gradient norms at the start.
     lam: Union[float, str] = "auto"
-    #: with lam="auto", lambda = lambda_scale * ||grad f|| / ||grad R(lambda=1)||.
-    lambda_scale: float = 1.0
+    #: with lam="auto", lambda = lambda_scale * ||grad f|| / ||grad R(lambda=1)|| at the start. The distance's
+    #: gradient shrinks as m grows while the regulariser's does not, so balancing them 1:1 at the start lets the
+    #: regulariser win later (on the demo most points ran to m_max); 0.1 kept the two terms of one size.
+    lambda_scale: float = 0.1
     #: how the optimised parameter theta gives the noise scale m: "raw" (m = theta, as the original),
     #: "abs" (|theta|), "softplus" or "exp" (positive by construction).
     parametrization: str = "exp"
     #: initial value of m everywhere (0.1 in the original).
     m_init: float = 0.1
+    #: upper bound of m (None: unbounded, as the original). Both regularisers reward ever larger m; where the
+    #: model ignores a point nothing pushes back, and m grew without end (1e10 on the demo) until the
+    #: regulariser swamped the distance. Relative noise ten times a point's own magnitude has destroyed it.
+    m_max: Optional[float] = 10.0
     #: "absolute": x~ = x + eps*m with eps ~ N(0, fftstdev^2) (the original); "relative":
     #: x~ = x + eps*m*|x_k| with eps ~ N(0, 1), noise relative to each bin's own magnitude.
     noise: str = "relative"
@@ -83,7 +89,7 @@ class MaskConfig:
         if mode == "faithful":
             base = cls(
                 mode="faithful", variant="letters", regularizer="log_norm", lam=10.0, parametrization="raw",
-                m_init=0.1, noise="absolute", samples=1, optimizer="sgd", lr=0.001, iterations=5000,
+                m_init=0.1, m_max=None, noise="absolute", samples=1, optimizer="sgd", lr=0.001, iterations=5000,
                 early_stop=False, gradient="hand", stats="float64", norm_accumulation="float64",
             )
         else:
@@ -118,6 +124,8 @@ class MaskConfig:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
         if self.m_init <= 0 and self.parametrization in ("softplus", "exp"):
             raise ValueError(f"m_init must be > 0 with parametrization {self.parametrization!r}, got {self.m_init}")
+        if self.m_max is not None and not self.m_max > abs(self.m_init):
+            raise ValueError(f"m_max must be > m_init ({self.m_init}) or None, got {self.m_max}")
         if self.stats == "arrayfire_cpu" and self.samples != 1:
             raise ValueError("stats='arrayfire_cpu' replays the C++ for one noise sample: set samples=1")
 

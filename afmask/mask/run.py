@@ -135,6 +135,8 @@ class MaskRun:
         reg, g_reg = terms.regularizer(B, cfg.regularizer, m, self.lam, m_sq)
         grad_theta = terms.scale_grad(B, cfg.parametrization, theta, m, g_data + g_reg)
         new_theta = self.optimizer.step(theta, grad_theta)
+        if cfg.m_max is not None:
+            new_theta = fortran(B, terms.bound_theta(B, cfg.parametrization, new_theta, cfg.m_max))
         n = float(np.prod(B.dims(m)))
         m_mean = float(B.scalar(B.sum(B.astype(m, np.float64), [0, 1]))) / n
         m_var = m_sq / n - m_mean * m_mean if cfg.norm_accumulation == "float64" else float(B.scalar(B.var(B.astype(m, np.float64), [0, 1], True)))

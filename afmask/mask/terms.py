@@ -81,3 +81,10 @@ def theta_for(kind: str, m0: float) -> float:
     if kind == "softplus":
         return m0 + math.log(-math.expm1(-m0))  # inverse of log(1 + e^t)
     raise ValueError(f"unknown parametrisation {kind!r}")
+
+
+def bound_theta(B: Backend, kind: str, theta: Any, m_max: float) -> Any:
+    """Project theta so that ``|m| <= m_max``."""
+    if kind in ("raw", "abs"):
+        return B.minimum(B.maximum(theta, -m_max), m_max)
+    return B.minimum(theta, theta_for(kind, m_max))  # exp and softplus are increasing
