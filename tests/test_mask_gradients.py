@@ -81,3 +81,34 @@ def test_zero_magnitude_bin_gets_a_zero_data_gradient(backend):
     mh[2:4, 5] = 0
     g = backend.to_numpy(obj2.data_gradient(obj2.forward(backend.asarray(np.asfortranarray(mh)), eps))[0])
     assert np.all(np.isfinite(g)) and np.all(g[2:4, 5] == 0)
+
+
+def float64_copy(model, backend):
+    """The same network with float64 parameters (for gradient checks)."""
+    from afmask.fl import Variable
+
+    for i, p in enumerate(model.params()):
+        model.setParams(Variable(backend.asarray(p.host().astype(np.float64)), False), i)
+    return model
+
+
+@pytest.mark.parametrize("variant", ["letters", "pitfall", "posteriors"])
+def test_hand_gradient_on_the_demo_model(backend, variant):
+    """On the shipped recogniser and real speech (60 frames of the bundled utterance), float64."""
+    from afmask.cli.demo import demo_audio
+    from afmask.features import features
+    from afmask.io import load_audio
+    from afmask.model import demo_model
+
+    fft = features(load_audio(demo_audio()))["fft"][:, 100:160]
+    model = float64_copy(demo_model(), backend)
+    obj = MaskObjective(fft, model, variant, dtype=np.float64, backend=backend)
+    eps = obj.draw_noise(5, 1)
+    m = backend.asarray(np.full(fft.shape, 0.1, order="F"))
+    hand = backend.to_numpy(obj.data_gradient(obj.forward(m, eps))[0])
+    mv = Variable(m, True)
+    obj.autograd_f(mv, eps).backward()
+    auto = mv.grad().host()
+    np.testing.assert_allclose(hand, auto, rtol=0, atol=1e-10 * np.max(np.abs(auto)))
+    report = gradcheck(lambda mm: obj.autograd_f(mm, eps), [Variable(m, True)], max_elements=30, rtol=1e-5)
+    assert report.passed, str(report)
