@@ -332,3 +332,19 @@ def test_an_empty_clean_decoding_falls_back_to_the_f_term(utterance, tmp_path):
     assert res.areas["explanation"]["gap"]["cer_clean"] is None
     page = render_report(tmp_path, cfg, band_m(T), utterance, [], res.to_dict(), {})
     assert "(empty)" in page and page.count("<audio controls") == 3
+
+
+def test_sanity_statistics_for_constant_maps_and_stuck_levels():
+    from afmask.evaluate.evaluation import _sanity_note
+    from afmask.evaluate.sanity import SanityLevel, decorrelates, spearman
+
+    a = np.arange(12.0).reshape(3, 4)
+    assert spearman(a, a) == pytest.approx(1.0)
+    assert spearman(a, np.ones_like(a)) is None  # a constant map has no ranking
+    lv = lambda n, rho: SanityLevel(f"{n}", n, [], rho, None, 0.0)  # noqa: E731
+    levels = [lv(0, 0.8), lv(1, 0.82), lv(7, 0.79), lv(10, None)]
+    assert decorrelates(levels) is True
+    note = _sanity_note(levels, True)
+    assert "undefined (a constant map)" in note and "top 7 layers random it still correlates 0.790" in note
+    assert decorrelates([lv(0, 0.8), lv(10, 0.6)]) is False
+    assert decorrelates([lv(0, 0.8), lv(10, 0.1)]) is True

@@ -390,13 +390,21 @@ def evaluate(
 
 def _sanity_note(levels, dec: Optional[bool]) -> str:
     first, last = levels[0], levels[-1]
-    base = (f"Spearman with the trained explanation: {first.spearman:.3f} for the trained model re-run short, "
-            f"{last.spearman:.3f} with all layers random")
+    rho = lambda v: "undefined (a constant map)" if v is None else f"{v:.3f}"  # noqa: E731
+    base = (f"Spearman with the trained explanation: {rho(first.spearman)} for the trained model re-run short, "
+            f"{rho(last.spearman)} with all layers random")
     if dec is None:
         return base + " (undecided)"
-    if dec:
-        return base + ": the explanation decorrelates as the model is randomised (passes)"
-    return base + ": WARNING: the explanation does not decorrelate; it may reflect the input more than the model"
+    if not dec:
+        return base + ": WARNING: the explanation does not decorrelate; it may reflect the input more than the model"
+    note = base + ": the explanation decorrelates as the model is randomised (passes)"
+    ceiling = abs(first.spearman or 0.0)
+    stuck = [lv for lv in levels[1:-1] if lv.spearman is not None and abs(lv.spearman) >= 0.5 * ceiling]
+    if stuck:
+        lv = stuck[-1]
+        note += (f"; but with the top {lv.randomised_layers} layers random it still correlates {lv.spearman:.3f}: "
+                 "below those layers the map reflects the input's structure more than what the trained layers learned")
+    return note
 
 
 def _renditions(scorer: Scorer, fft, mag, samples, order, settings: EvaluationSettings, folder: Path, progress: bool) -> list:

@@ -77,7 +77,7 @@ class SanityLevel:
     label: str
     randomised_layers: int  # 0: the trained model, re-run with the short setting
     layers: list
-    spearman: float  # against the run's (full) explanation
+    spearman: Optional[float]  # against the run's (full) explanation; None: this level's map is constant
     spearman_short: Optional[float]  # against the trained model's short re-run (None for that re-run itself)
     seconds: float
 
@@ -94,14 +94,16 @@ def short_config(config: MaskConfig, iterations: int, samples: Optional[int] = N
     return config.replace(**over)
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two maps of the same shape (scipy.stats.spearmanr over all points)."""
+def spearman(a: np.ndarray, b: np.ndarray) -> Optional[float]:
+    """Spearman rank correlation of two maps of the same shape; None where a map is constant (no ranking)."""
     from scipy.stats import spearmanr
 
     if a.shape != b.shape:
         raise ValueError(f"maps must have the same shape, got {a.shape} and {b.shape}")
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
     rho = spearmanr(np.ravel(a), np.ravel(b)).statistic
-    return float(rho) if np.isfinite(rho) else 0.0
+    return float(rho) if np.isfinite(rho) else None
 
 
 def explain_importance(fft: np.ndarray, clean_input: np.ndarray, model: Module, config: MaskConfig) -> np.ndarray:
@@ -157,4 +159,8 @@ def decorrelates(levels: Sequence[SanityLevel]) -> Optional[bool]:
         return None
     ceiling = levels[0].spearman
     last = levels[-1].spearman
-    return bool(abs(last) < 0.5 * abs(ceiling)) if ceiling != 0 else None
+    if not ceiling:
+        return None
+    if last is None:  # a constant map ranks nothing: nothing of the trained explanation is left
+        return True
+    return bool(abs(last) < 0.5 * abs(ceiling))
