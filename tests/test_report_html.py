@@ -231,3 +231,14 @@ def test_report_in_headless_chromium(run_dir, tmp_path):
             browser.close()
     assert shot.stat().st_size > 10_000
     print(f"report screenshot: {shot}")
+
+
+def test_sanity_figure_draws_levels_without_a_correlation():
+    from afmask.report.plots import sanity_figure
+
+    levels = [{"label": "trained (short re-run)", "spearman": 0.8, "spearman_short": None},
+              {"label": "top 1 of 2 layers random", "spearman": 0.7, "spearman_short": 0.75},
+              {"label": "all layers random", "spearman": None, "spearman_short": None}]
+    fig = sanity_figure({"sanity": {"levels": levels}})
+    line = fig.axes[0].lines[0]
+    assert np.isnan(line.get_ydata()[2]) and line.get_ydata()[0] == 0.8

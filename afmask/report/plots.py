@@ -160,14 +160,18 @@ def sanity_figure(evaluation: dict):
     levels = evaluation["sanity"]["levels"]
     fig, ax = plt.subplots(figsize=(7.5, 3.2), constrained_layout=True)
     x = np.arange(len(levels))
-    ax.plot(x, [lv["spearman"] for lv in levels], "o-", color="C0", label="vs the run's explanation")
-    short = [np.nan if lv["spearman_short"] is None else lv["spearman_short"] for lv in levels]
+    # None: that level's map was constant, so it has no rank correlation (drawn as a gap)
+    value = lambda v: np.nan if v is None else v  # noqa: E731
+    rho = [value(lv["spearman"]) for lv in levels]
+    ax.plot(x, rho, "o-", color="C0", label="vs the run's explanation")
+    short = [value(lv["spearman_short"]) for lv in levels]
     ax.plot(x, short, "s--", color="C2", label="vs the trained short re-run")
     ax.axhline(0, color="0.5", lw=0.8)
     ax.set_xticks(x)
     ax.set_xticklabels([lv["label"].replace(" layers random", "\nlayers random") for lv in levels], fontsize=8)
     ax.set_ylabel("Spearman rank correlation")
-    ax.set_ylim(min(-0.1, np.nanmin([lv["spearman"] for lv in levels]) - 0.05), 1.0)
+    finite = [v for v in rho + short if np.isfinite(v)]
+    ax.set_ylim(min([-0.1] + [v - 0.05 for v in finite]), 1.0)
     ax.set_title("model randomisation, cascading from the top layer")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
