@@ -177,15 +177,10 @@ def evaluate_and_report(
     settings=None,
     transcript: Optional[os.PathLike] = None,
     embed_audio: bool = True,
-) -> Path:
-    """Evaluate a finished run folder with its model, then write its HTML report; returns the report's path."""
-    evaluate_run(out, model=model, settings=settings, transcript=transcript, progress=progress)
-    path = write_report(out, embed_audio=embed_audio)
-    if progress:
-        import sys
-
-        print(f"  report: {path}", file=sys.stderr)
-    return path
+):
+    """Evaluate a finished run folder with its model, then write its HTML report; returns (EvaluationResult, report path)."""
+    result = evaluate_run(out, model=model, settings=settings, transcript=transcript, progress=progress)
+    return result, write_report(out, embed_audio=embed_audio)
 
 
 def compare_runs(

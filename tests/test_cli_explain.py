@@ -62,3 +62,14 @@ def test_bad_options_are_one_line_errors(tmp_path, linear, capsys, extra, messag
 def test_missing_audio_names_the_file(tmp_path, linear, capsys):
     rc = main(["explain", str(tmp_path / "nope.wav"), "--out", str(tmp_path / "x"), *linear, "--no-report"])
     assert rc == 2 and "nope.wav" in capsys.readouterr().err
+
+
+def test_explain_ends_with_the_verdict_and_the_report(tmp_path, linear, capsys):
+    out = tmp_path / "reported"
+    rc = main(["explain", str(demo_audio()), "--out", str(out), *linear, "--frames", "100:200", "--iterations", "5",
+               "--no-progress"])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert "keeping the" in printed and "signal energy" in printed and "sanity check:" in printed
+    assert f"afmask report: wrote {out / 'report.html'}" in printed
+    assert (out / "report.html").stat().st_size > 10_000

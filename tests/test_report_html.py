@@ -64,7 +64,7 @@ def run_dir(tmp_path_factory, audio):
     """A tiny explained and evaluated run with its report."""
     model = tiny_model()
     out = make_run(tmp_path_factory.mktemp("run") / "run", audio, model)
-    path = evaluate_and_report(out, model=model, settings=EvaluationSettings(**SETTINGS), progress=False)
+    _, path = evaluate_and_report(out, model=model, settings=EvaluationSettings(**SETTINGS), progress=False)
     assert path == out / "report.html"
     return out
 

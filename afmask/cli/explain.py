@@ -106,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
     print_summary(expl)
     if not args.no_report:
         from afmask.api import evaluate_and_report
+        from afmask.cli.report import print_evaluation
 
-        evaluate_and_report(args.out, model=model, progress=not args.no_progress)
+        result, path = evaluate_and_report(args.out, model=model, progress=not args.no_progress)
+        print_evaluation(result)
+        print(f"afmask report: wrote {path}")
     return 0

@@ -61,6 +61,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def print_evaluation(result) -> None:
+    """The verdict, the comparison with the baselines and the sanity check, one line each."""
+    print(f"afmask report: {result.verdict}")
+    print(f"  {result.energy_note}")
+    if result.sanity:
+        print(f"  sanity check: {result.sanity['note']}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate if asked (or given a model), then write the report."""
     from afmask.api import evaluate_run, load_run, write_report
@@ -73,10 +81,7 @@ def run(args: argparse.Namespace) -> int:
         settings = settings_from_args(args)
         model = model_from_args(args)
         result = evaluate_run(out, model=model, settings=settings, transcript=args.transcript, progress=not args.no_progress)
-        print(f"afmask report: {result.verdict}")
-        print(f"  {result.energy_note}")
-        if result.sanity:
-            print(f"  sanity check: {result.sanity['note']}")
+        print_evaluation(result)
     elif not (out / EVALUATION_FILE).exists() and not args.no_evaluation:
         raise ValueError(
             f"{out} has no {EVALUATION_FILE} yet; the evaluation needs the model the run explained: "
