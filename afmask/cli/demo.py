@@ -47,10 +47,7 @@ def run(args: argparse.Namespace) -> int:
     expl = explain(demo_audio(), args.out, model=model, config=config, resume=args.resume, progress=not args.no_progress)
     print_summary(expl)
     if not args.no_report:
-        from afmask.api import evaluate_and_report
-        from afmask.cli.report import print_evaluation
+        from afmask.cli.report import evaluate_and_print
 
-        result, path = evaluate_and_report(args.out, model=model, progress=not args.no_progress)
-        print_evaluation(result)
-        print(f"afmask report: wrote {path}")
+        evaluate_and_print(args.out, model, progress=not args.no_progress)
     return 0

@@ -105,10 +105,7 @@ def run(args: argparse.Namespace) -> int:
                    channel=args.channel, allow_clipping=args.allow_clipping, model_name=name)
     print_summary(expl)
     if not args.no_report:
-        from afmask.api import evaluate_and_report
-        from afmask.cli.report import print_evaluation
+        from afmask.cli.report import evaluate_and_print
 
-        result, path = evaluate_and_report(args.out, model=model, progress=not args.no_progress)
-        print_evaluation(result)
-        print(f"afmask report: wrote {path}")
+        evaluate_and_print(args.out, model, progress=not args.no_progress)
     return 0

@@ -69,6 +69,15 @@ def print_evaluation(result) -> None:
         print(f"  sanity check: {result.sanity['note']}")
 
 
+def evaluate_and_print(out, model, progress: bool) -> None:
+    """After a run: evaluate it with ``model``, write its report, print the verdicts and the report's path."""
+    from afmask.api import evaluate_and_report
+
+    result, path = evaluate_and_report(out, model=model, progress=progress)
+    print_evaluation(result)
+    print(f"afmask report: wrote {path}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate if asked (or given a model), then write the report."""
     from afmask.api import evaluate_run, load_run, write_report
