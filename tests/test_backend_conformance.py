@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from afmask.backend import canonical_shape, dims4, get_backend, unwrap_counts
+from afmask.backend import canonical_shape, dims4, unwrap_counts
 from afmask.backend.indexing import resolve_index, seq, span
 
 RNG = np.random.default_rng(7)

@@ -7,7 +7,7 @@ or CPU). Arrays are ``arrayfire.Array``; canonical shape is ArrayFire's own
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import platform
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from afmask.backend.base import (
     Array,
-    AxisIndex,
     Backend,
     DeviceInfo,
     Dims,
