@@ -18,7 +18,7 @@ from afmask.fl.functions import (
     AVG_EXCLUDE_PADDING,
     AVG_INCLUDE_PADDING,
     MAX,
-    abs,
+    abs,  # noqa: F401 - an attribute only (shadows a builtin)
     add,
     assignIndex,
     clamp,
@@ -37,9 +37,9 @@ from afmask.fl.functions import (
     matmul,
     matmulNT,
     matmulTN,
-    max,
+    max,  # noqa: F401 - an attribute only (shadows a builtin)
     mean,
-    min,
+    min,  # noqa: F401 - an attribute only (shadows a builtin)
     moddims,
     mul,
     negate,
@@ -47,7 +47,7 @@ from afmask.fl.functions import (
     normal,
     padding,
     pool2d,
-    pow,
+    pow,  # noqa: F401 - an attribute only (shadows a builtin)
     reciprocal,
     relu,
     reorder,
@@ -55,7 +55,7 @@ from afmask.fl.functions import (
     softmax,
     sqrt,
     sub,
-    sum,
+    sum,  # noqa: F401 - an attribute only (shadows a builtin)
     sumAs,
     tanh,
     tile,
