@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.audio is None:
-        from afmask.cli.demo import demo_audio
+        from afmask.io import demo_audio
 
         args.audio = demo_audio()
     ntwrk = load_model(args.arch, args.params) if args.arch else demo_model()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from afmask.cli import main
-from afmask.cli.demo import demo_audio
+from afmask.io import demo_audio
 
 
 @pytest.fixture()

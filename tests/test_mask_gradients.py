@@ -95,7 +95,7 @@ def float64_copy(model, backend):
 @pytest.mark.parametrize("variant", ["letters", "pitfall", "posteriors"])
 def test_hand_gradient_on_the_demo_model(backend, variant):
     """On the shipped recogniser and real speech (60 frames of the bundled utterance), float64."""
-    from afmask.cli.demo import demo_audio
+    from afmask.io import demo_audio
     from afmask.features import features
     from afmask.io import load_audio
     from afmask.model import demo_model

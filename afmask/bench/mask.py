@@ -24,7 +24,7 @@ NOTE_LRS = (0.001, 0.01, 0.1, 0.5, 1.0)
 
 
 def _setup(frames: int | None):
-    from afmask.cli.demo import demo_audio
+    from afmask.io import demo_audio
     from afmask.features import features
     from afmask.io import load_audio
     from afmask.model import demo_model

@@ -3,19 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from importlib import resources
-from pathlib import Path
 
 #: Settings that finish in about a minute on 2 CPU cores (the default method, fewer iterations).
 DEMO_SETTINGS = {"iterations": 400}
-
-
-def demo_audio() -> Path:
-    """The bundled utterance (LibriVox, public domain; see afmask/data/audio/NOTICE.md)."""
-    path = Path(str(resources.files("afmask") / "data" / "audio" / "demo.wav"))
-    if not path.exists():
-        raise FileNotFoundError(f"the bundled utterance is missing ({path}); reinstall afmask")
-    return path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Explain, evaluate, report."""
     from afmask.api import explain
+    from afmask.io import demo_audio
     from afmask.cli.explain import print_summary
     from afmask.mask import MaskConfig
     from afmask.model import demo_model

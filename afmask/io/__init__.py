@@ -2,7 +2,7 @@
 
 from afmask.io.arrayfire_file import AfFileError, ArrayInfo, list_arrays, read_array, read_arrays, save_array
 from afmask.io.arrays import load_arrays, save_arrays
-from afmask.io.audio import AudioError, load_audio, write_audio
+from afmask.io.audio import AudioError, demo_audio, load_audio, write_audio
 from afmask.io.text_dump import AfTextError, read_af_string
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "AfTextError",
     "ArrayInfo",
     "AudioError",
+    "demo_audio",
     "list_arrays",
     "load_arrays",
     "load_audio",

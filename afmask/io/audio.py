@@ -120,3 +120,14 @@ def write_audio(path: str | os.PathLike, samples: np.ndarray, rate: int = SAMPLE
     pcm = np.clip(np.round(x.astype(np.float64) * 32768.0), -32768, 32767).astype(np.int16)
     with atomic_write(path) as f:
         sf.write(f, pcm, int(rate), format=_FORMATS[ext], subtype="PCM_16")
+
+
+def demo_audio() -> "os.PathLike[str]":
+    """The bundled utterance, a LibriVox recording in the public domain (afmask/data/audio/NOTICE.md)."""
+    from importlib import resources
+    from pathlib import Path
+
+    path = Path(str(resources.files("afmask") / "data" / "audio" / "demo.wav"))
+    if not path.exists():
+        raise FileNotFoundError(f"the bundled utterance is missing ({path}); reinstall afmask")
+    return path
