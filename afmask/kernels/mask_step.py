@@ -148,19 +148,12 @@ def _ext():
     return mod
 
 
-@functools.cache
 def _cupy_or_reason() -> tuple[Any, str]:
-    try:
-        import cupy
-    except Exception as exc:  # ImportError, or a CUDA library that fails to load
-        return None, f"CuPy is not importable ({type(exc).__name__}: {exc})"
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:
-        return None, f"CuPy finds no CUDA device ({type(exc).__name__}: {exc})"
-    if n < 1:
-        return None, "CuPy finds no CUDA device"
-    return cupy, ""
+    """CuPy with a CUDA device, or why not (the cupy backend's own probe)."""
+    from afmask.backend import get_backend, probe
+
+    found = probe("cupy")
+    return (get_backend("cupy").xp, "") if found.available else (None, found.reason)
 
 
 @functools.cache
@@ -176,13 +169,12 @@ def _cuda_module_or_reason() -> tuple[Any, str]:
     return kernels, ""
 
 
-@functools.cache
 def _af_or_reason() -> tuple[Any, str]:
-    try:
-        import arrayfire
-    except Exception as exc:  # ImportError, or RuntimeError/OSError when the library is missing
-        return None, f"arrayfire is not importable ({type(exc).__name__}: {exc})"
-    return arrayfire, ""
+    """The arrayfire module with a loadable library, or why not (the arrayfire backend's own probe)."""
+    from afmask.backend import get_backend, probe
+
+    found = probe("arrayfire")
+    return (get_backend("arrayfire").af, "") if found.available else (None, found.reason)
 
 
 def _af():
