@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from afmask.evaluate.curves import KINDS, compute_curves, percent_grid, score_at
+from afmask.evaluate.curves import KINDS, METRICS, compute_curves, percent_grid, score_at
 from afmask.evaluate.importance import importance, ranking
 from afmask.evaluate.renditions import (
     render,
@@ -339,8 +339,8 @@ def evaluate(
 
     areas: dict = {}
     for name, pair in curves.items():
-        areas[name] = {kind: {mt: pair[kind].area(mt) for mt in ("cer_clean", "cer_transcript", "f")} for kind in KINDS}
-        areas[name]["gap"] = {mt: _gap(areas[name], mt) for mt in ("cer_clean", "cer_transcript", "f")}
+        areas[name] = {kind: {mt: pair[kind].area(mt) for mt in METRICS} for kind in KINDS}
+        areas[name]["gap"] = {mt: _gap(areas[name], mt) for mt in METRICS}
     keep_imp = score_at(curves["explanation"]["insertion"], 50.0).to_dict()
     keep_other = score_at(curves["explanation"]["deletion"], 50.0).to_dict()
     verdict, rev = half_verdict(keep_imp, keep_other, metric)
@@ -379,7 +379,7 @@ def evaluate(
         clean_text=scorer.clean_text, transcript=scorer.transcript, metric=metric, verdict=verdict,
         keep_important=keep_imp, keep_other=keep_other, reversed=rev, areas=areas, beats_energy=beats_e,
         beats_random=beats_r, energy_note=energy_note,
-        curves={name: {kind: {"x": c.x, **{mt: c.values(mt) for mt in ("cer_clean", "cer_transcript", "f")},
+        curves={name: {kind: {"x": c.x, **{mt: c.values(mt) for mt in METRICS},
                               "text": [s.text for s in c.scores]}
                        for kind, c in pair.items()} for name, pair in curves.items()},
         renditions=rend_rows, sanity=sanity, importance_vs_energy=spearman(imp, np.log(np.maximum(mag, 1e-12))),
@@ -447,12 +447,12 @@ def curves_csv(result: EvaluationResult) -> str:
     """curves.csv: ranking, kind, x (%), cer_clean, cer_transcript, f, text; one row per curve point."""
     buf = _io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["ranking", "kind", "x_percent", "cer_clean", "cer_transcript", "f", "text"])
+    w.writerow(["ranking", "kind", "x_percent", *METRICS, "text"])
     fmt = lambda v: "" if v is None else f"{v:.6g}"  # noqa: E731
     for name, pair in result.curves.items():
         for kind, c in pair.items():
             for i, x in enumerate(c["x"]):
-                w.writerow([name, kind, f"{x:g}", fmt(c["cer_clean"][i]), fmt(c["cer_transcript"][i]), fmt(c["f"][i]), c["text"][i]])
+                w.writerow([name, kind, f"{x:g}", *(fmt(c[mt][i]) for mt in METRICS), c["text"][i]])
     return buf.getvalue()
 
 

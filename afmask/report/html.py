@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from afmask.evaluate.curves import METRICS
 from afmask.evaluate.importance import importance
 from afmask.features.stft import FFT_SIZE, FRAME_SHIFT, SAMPLE_RATE
 from afmask.report.plots import (
@@ -165,7 +166,7 @@ spectrum is not exactly that spectrum when analysed again, so the two can differ
 
 def areas_html(evaluation: dict) -> str:
     """Table of the areas under the curves per ranking."""
-    metrics = [mt for mt in ("cer_clean", "cer_transcript", "f")
+    metrics = [mt for mt in METRICS
                if evaluation["areas"]["explanation"]["deletion"].get(mt) is not None]
     label = {"cer_clean": "CER vs clean", "cer_transcript": "CER vs transcript", "f": "f-term"}
     head = "".join(f"<th>{label[mt]}: AUC deletion</th><th>AUC insertion</th><th>gap (del - ins)</th>" for mt in metrics)

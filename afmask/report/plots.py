@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from afmask.evaluate.curves import METRICS
 from afmask.evaluate.importance import bin_scale
 from afmask.features.stft import FFT_SIZE, FRAME_SHIFT, SAMPLE_RATE
 from afmask.io.files import atomic_write
@@ -115,7 +116,7 @@ def _series(curve: dict, metric: str) -> np.ndarray:
 def curve_metrics(evaluation: dict) -> list[str]:
     """The metrics an evaluation has values for, in display order."""
     expl = evaluation["curves"]["explanation"]["deletion"]
-    return [mt for mt in ("cer_clean", "cer_transcript", "f") if any(v is not None for v in expl[mt])]
+    return [mt for mt in METRICS if any(v is not None for v in expl[mt])]
 
 
 def curves_figure(evaluation: dict, title: str = ""):
