@@ -3,7 +3,10 @@
 import ast
 from pathlib import Path
 
-ORDER = ["backend", "fl", "io", "features", "model", "kernels", "mask", "evaluate", "report", "bench", "api", "cli"]
+ORDER = [
+    "backend", "fl", "io", "features", "model", "kernels", "mask", "attribute", "evaluate", "report", "bench", "api",
+    "corpus", "cli",
+]
 PACKAGE = Path(__file__).resolve().parents[1] / "afmask"
 
 
