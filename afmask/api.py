@@ -18,11 +18,30 @@ import numpy as np
 from afmask.features import features
 from afmask.fl.nn import Module
 from afmask.io import load_audio, read_arrays, save_arrays
-from afmask.mask import MaskConfig, MaskObjective, MaskResult, run_mask
+from afmask.mask import MaskConfig, MaskObjective, MaskResult, MaskRun
 from afmask.mask.regress import RTOL, TensorCheck, format_report, replay
 
 #: Files of a run folder that the evaluation and the report read back.
 FEATURES_FILE = "features.npz"
+#: What a run leaves besides its checkpoint and config.json: removed when a new run starts in the folder, so
+#: that no file of an older run (an evaluation, a verdict, renditions) can be shown beside the new m.
+RUN_OUTPUTS = ("m.npy", "m.af", "m_last.npy", "summary.json", "heatmap.png", "training.png", FEATURES_FILE)
+
+
+def _remove_stale(out: Path, fresh: bool) -> None:
+    """Remove the evaluation (its mark evaluation.json first), the report and the outputs of an earlier run in ``out``."""
+    import shutil
+
+    from afmask.evaluate.evaluation import CURVES_FILE, EVALUATION_FILE, RENDITIONS_DIR
+
+    names = [EVALUATION_FILE, CURVES_FILE, "report.html", *RUN_OUTPUTS] + (["log.csv"] if fresh else [])
+    for name in names:
+        try:
+            os.unlink(out / name)
+        except FileNotFoundError:
+            pass
+    if (out / RENDITIONS_DIR).is_dir():
+        shutil.rmtree(out / RENDITIONS_DIR)
 
 
 @dataclass
@@ -76,10 +95,17 @@ def explain(
         raise ValueError(f"the model expects {k} features per frame (its View), the audio gives {fft.shape[0] // 2}")
     config = config.replace(audio=os.fspath(audio), model=model_name, extra={**config.extra, "frames": [sel.start, sel.stop]})
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # before anything is allocated or written: refuse a run the machine cannot hold
+    from afmask.mask.resources import check_resources
+
+    check_resources(fft, model, config, out, audio_samples=samples.size)
     objective = MaskObjective(fft, model, config.variant, noise=config.noise, stats=config.stats,
                               clean_input=clean_input, kernel_path=config.kernel_path)
-    result = run_mask(objective, config, out, resume=resume, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    run = MaskRun(objective, config, out)
+    run.start(resume)  # refuses to overwrite a run, or checks a resumed one's settings; writes config.json
+    _remove_stale(out, fresh=run.iteration == 0)
+    result = run.run(progress=progress)
     seg = samples[sel.start * 160 : (sel.stop - 1) * 160 + 400]
     save_arrays(out / FEATURES_FILE, {"fft": fft, "magnitude": mag, "samples": seg})
     title = f"{Path(audio).name}, {config.mode} mode"
@@ -94,15 +120,44 @@ def load_run(out: os.PathLike) -> tuple[MaskConfig, np.ndarray, dict, list]:
 
     out = Path(out)
     missing = [f for f in ("config.json", "m.npy", FEATURES_FILE, "log.csv") if not (out / f).exists()]
+    if missing and (out / "checkpoint.npz").exists() and (out / "config.json").exists():
+        raise FileNotFoundError(
+            f"{out} holds an unfinished run (checkpoint.npz, no {', '.join(missing)}): it was stopped before its end; "
+            f"continue it with `afmask explain AUDIO --out {out} --resume` and the options it was started with"
+        )
     if missing:
         raise FileNotFoundError(f"{out} is not a finished afmask run: missing {', '.join(missing)}")
     with open(out / "config.json", encoding="utf-8") as f:
-        config = MaskConfig.from_dict(json.load(f))
+        config = MaskConfig.from_dict(json.load(f), source=os.fspath(out / "config.json"))
     with np.load(out / FEATURES_FILE) as z:
         feats = {k: z[k] for k in z.files}
     with open(out / "log.csv", newline="", encoding="utf-8") as f:
         history = [{k: (int(v) if k == "iteration" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
-    return config, np.load(out / "m.npy"), feats, history
+    m = np.load(out / "m.npy")
+    _check_m(out, m, feats, config)
+    return config, m, feats, history
+
+
+def _check_m(out: Path, m: np.ndarray, feats: dict, config: MaskConfig) -> None:
+    """m.npy must be the run's: (2K, T) like its FFT, over the frames config.json names, finite numbers."""
+    fft = feats.get("fft")
+    want = None if fft is None else tuple(np.shape(fft))
+    frames = config.extra.get("frames")
+    if want is None and frames:
+        want = (m.shape[0] if m.ndim else 0, frames[1] - frames[0])
+    if m.ndim != 2 or (want is not None and tuple(m.shape) != want):
+        raise ValueError(
+            f"{out / 'm.npy'}: shape {tuple(m.shape)} does not fit the run (features.npz's FFT is {want}, "
+            "interleaved Re/Im rows x frames); the folder mixes two runs: run `afmask explain` into it again"
+        )
+    if frames and m.shape[1] != frames[1] - frames[0]:
+        raise ValueError(
+            f"{out / 'm.npy'}: {m.shape[1]} frames, but config.json names frames {frames[0]}:{frames[1]}; "
+            "the folder mixes two runs: run `afmask explain` into it again"
+        )
+    if not np.issubdtype(m.dtype, np.floating) or not np.all(np.isfinite(m)):
+        raise ValueError(f"{out / 'm.npy'}: holds {'non-numbers' if not np.issubdtype(m.dtype, np.floating) else 'NaN or Inf'}; "
+                         "run `afmask explain` into the folder again")
 
 
 def regress(
@@ -151,17 +206,18 @@ def write_report(out: os.PathLike, embed_audio: bool = True, require_evaluation:
     not been evaluated.
     """
     from afmask.evaluate import read_evaluation
+    from afmask.evaluate.evaluation import StaleEvaluation, run_digests
     from afmask.io.files import atomic_write
     from afmask.report import render_report
 
     out = Path(out)
     config, m, feats, history = load_run(out)
     try:
-        evaluation = read_evaluation(out)
-    except FileNotFoundError:
+        evaluation = read_evaluation(out, expected=run_digests(config, m, feats))
+    except (FileNotFoundError, StaleEvaluation):
         if require_evaluation:
             raise
-        evaluation = None
+        evaluation = None  # a report of the training only: an old evaluation never shows beside another m
     summary = _read_json(out / "summary.json")
     html = render_report(out, config, m, feats, history, evaluation, summary, embed_audio=embed_audio)
     path = out / "report.html"
@@ -190,6 +246,7 @@ def compare_runs(
 ) -> tuple[Path, Path]:
     """Curves and verdicts of several evaluated runs side by side: one HTML page and a CSV beside it (same stem)."""
     from afmask.evaluate import read_evaluation
+    from afmask.evaluate.evaluation import run_digests
     from afmask.io.files import atomic_write
     from afmask.report import render_comparison
 
@@ -200,9 +257,10 @@ def compare_runs(
     runs = []
     for i, d in enumerate(dirs):
         d = Path(d)
-        config, _, _, _ = load_run(d)
+        config, m, feats, _ = load_run(d)
         runs.append({"dir": d, "label": labels[i] if labels else None, "config": config,
-                     "evaluation": read_evaluation(d), "summary": _read_json(d / "summary.json")})
+                     "evaluation": read_evaluation(d, expected=run_digests(config, m, feats)),
+                     "summary": _read_json(d / "summary.json")})
     html, table = render_comparison(runs)
     out_html = Path(out_html)
     if out_html.suffix.lower() not in (".html", ".htm"):

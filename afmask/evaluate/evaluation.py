@@ -14,6 +14,7 @@ noise scale = important. Rankings order the points by importance.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io as _io
 import json
 import math
@@ -44,8 +45,37 @@ from afmask.mask import MaskConfig
 EVALUATION_FILE = "evaluation.json"
 CURVES_FILE = "curves.csv"
 RENDITIONS_DIR = "renditions"
-#: Version of evaluation.json's layout.
-FORMAT = 1
+#: Version of evaluation.json's layout (2: "inputs", the digests of what was evaluated).
+FORMAT = 2
+#: Arrays of features.npz that the evaluation reads.
+FEATURE_KEYS = ("fft", "magnitude", "samples")
+
+
+class StaleEvaluation(ValueError):
+    """evaluation.json was made from another m, features or settings than the run folder holds now."""
+
+
+def array_digest(a: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and values (C order): the same for the same numbers, whatever the layout."""
+    a = np.asarray(a)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def run_digests(config: MaskConfig, m: np.ndarray, feats: dict) -> dict:
+    """What an evaluation is made from, as sha256 digests: m (2K, T), the features (fft, magnitude, samples) and
+    the resolved settings (config.json's, keys sorted)."""
+    f = hashlib.sha256()
+    for k in FEATURE_KEYS:
+        if k in feats:
+            f.update(f"{k}:{array_digest(feats[k])};".encode())
+    settings = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+    return {"m": array_digest(m), "features": f.hexdigest(), "settings": hashlib.sha256(settings.encode()).hexdigest()}
+
+
+#: The run files each digest stands for, for messages.
+_DIGEST_FILES = {"m": "m.npy", "features": "features.npz", "settings": "settings (config.json)"}
 
 
 @dataclass
@@ -491,6 +521,7 @@ def evaluate_into(
         result = evaluate(config, m, feats, model, settings, transcript=transcript, words=words,
                           rendition_dir=stage / RENDITIONS_DIR, progress=progress)
         doc = result.to_dict()
+        doc["inputs"] = run_digests(config, m, feats)
         doc["transcript_file"] = os.fspath(transcript_path) if transcript_path else None
         doc["transcript_note"] = transcript_note
         with open(stage / CURVES_FILE, "w", encoding="utf-8", newline="") as f:
@@ -513,8 +544,12 @@ def evaluate_into(
     return result
 
 
-def read_evaluation(out: os.PathLike) -> dict:
-    """evaluation.json of a run folder; FileNotFoundError saying how to make it when it is missing."""
+def read_evaluation(out: os.PathLike, expected: Optional[dict] = None) -> dict:
+    """evaluation.json of a run folder; FileNotFoundError saying how to make it when it is missing.
+
+    ``expected``: the :func:`run_digests` of the folder's m, features and settings now; an evaluation made from
+    others raises StaleEvaluation naming what changed.
+    """
     path = Path(out) / EVALUATION_FILE
     if not path.is_file():
         raise FileNotFoundError(
@@ -527,5 +562,14 @@ def read_evaluation(out: os.PathLike) -> dict:
     except ValueError as exc:
         raise ValueError(f"{path}: not a valid evaluation file ({exc}); evaluate the run again") from None
     if doc.get("format") != FORMAT:
-        raise ValueError(f"{path}: evaluation format {doc.get('format')!r}, expected {FORMAT}; evaluate the run again")
+        raise ValueError(f"{path}: evaluation format {doc.get('format')!r}, expected {FORMAT}; evaluate the run again "
+                         f"(`afmask report {out} --model demo`, or --arch A.arch --params P.af)")
+    if expected is not None:
+        made_from = doc.get("inputs") or {}
+        changed = [_DIGEST_FILES[k] for k in _DIGEST_FILES if made_from.get(k) != expected.get(k)]
+        if changed:
+            raise StaleEvaluation(
+                f"{path}: made from another {', '.join(changed)} than {out} holds now (the run changed after its "
+                f"evaluation); evaluate it again: `afmask report {out} --model demo` (or --arch A.arch --params P.af)"
+            )
     return doc

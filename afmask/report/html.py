@@ -223,6 +223,7 @@ def settings_html(config, summary: dict, evaluation: Optional[dict]) -> str:
         ev["forward passes"] = evaluation["forwards"]
         ev["seconds"] = evaluation["seconds"]
         ev["transcript file"] = evaluation.get("transcript_file")
+        ev["made from (sha256 of m, features, settings)"] = evaluation.get("inputs")
         parts += ["<h3>evaluation settings</h3>", table(ev)]
     return "\n".join(parts)
 
