@@ -68,6 +68,8 @@ setup(
         "scipy>=1.9",
         "matplotlib>=3.6",
         "tqdm>=4.60",
+        # TOML settings files (--config FILE.toml) on Python < 3.11, where tomllib is missing
+        "tomli>=1.1; python_version<'3.11'",
     ],
     extras_require={
         "arrayfire": ["arrayfire>=3.8"],
