@@ -238,9 +238,13 @@ def _check_extra(name: str, value: Any) -> dict:
     return value
 
 
+#: Names people write for a setting (the command line's, other tools'), for "did you mean".
+ALIASES = {"lambda": "lam", "learning_rate": "lr", "steps": "iterations", "iters": "iterations", "n_samples": "samples"}
+
+
 def unknown_setting(name: Any) -> ConfigError:
     """The error for a key that is not a setting, with the closest setting's name."""
-    close = difflib.get_close_matches(str(name), list(SCHEMA), n=1, cutoff=0.5)
+    close = [ALIASES[name]] if name in ALIASES else difflib.get_close_matches(str(name), list(SCHEMA), n=1, cutoff=0.5)
     fix = f"did you mean {close[0]!r}?" if close else "the settings are the fields of afmask.mask.MaskConfig (see the README)"
     return ConfigError(str(name), "unknown setting", fix)
 

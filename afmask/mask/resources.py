@@ -176,8 +176,10 @@ def disk_needed(K2: int, T: int, audio_samples: int) -> int:
 
 
 def gb(n: float) -> str:
-    """Bytes in GB (or MB below one GB), for messages."""
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+    """Bytes in GB, MB or kB, for messages."""
+    if n >= 1e9:
+        return f"{n / 1e9:.1f} GB"
+    return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
 def check_resources(fft: np.ndarray, model, config, out: os.PathLike, audio_samples: int = 0,
@@ -206,7 +208,7 @@ def check_resources(fft: np.ndarray, model, config, out: os.PathLike, audio_samp
                             if fit_t >= 1 else "the frames (--frames START:STOP)")
                 raise ResourceError(
                     f"samples {S} over {T} frames: the run needs about {gb(est.bytes)} of memory "
-                    f"({gb(est.c2 * HEADROOM)} per frame and sample), {gb(free)} are available; lower {' or '.join(what)}"
+                    f"({gb(est.c2 * HEADROOM)} per frame and noise sample), {gb(free)} are available; lower {' or '.join(what)}"
                 )
     need = disk_needed(K2, T, audio_samples)
     info["disk_bytes"] = need
