@@ -9,7 +9,8 @@ from afmask.mask.config import GRADIENTS, MODES, NOISES, OPTIMIZERS, PARAMETRIZA
 
 
 def _typed(key: str):
-    """An argparse type that checks an option's value against the settings' schema (one message for both)."""
+    """An argparse type for a setting: a number as given (its range is checked with the settings), else the
+    schema's message for a value that is no number."""
     from afmask.mask.config import ConfigError, check_setting
 
     def convert(text: str):
@@ -20,8 +21,8 @@ def _typed(key: str):
                 break
             except ValueError:
                 continue
-        if key == "lam" and text == "auto":
-            value = text
+        if not isinstance(value, str) or (key == "lam" and text == "auto"):
+            return value  # its range is checked with the other settings, and the error names the option
         try:
             return check_setting(key, value)
         except ConfigError as exc:

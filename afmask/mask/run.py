@@ -232,8 +232,10 @@ class MaskRun:
     @contextlib.contextmanager
     def _stop_signals(self) -> Iterator[None]:
         """SIGINT and SIGTERM stop the loop at the next safe point (between two steps' updates), not mid-update."""
-        if threading.current_thread() is not threading.main_thread():
-            yield  # only the main thread may install handlers; elsewhere the caller's own handling applies
+        if self.out is None or threading.current_thread() is not threading.main_thread():
+            # without a folder there is no checkpoint to write (the sanity check's short re-runs): Ctrl-C stays a
+            # KeyboardInterrupt; and only the main thread may install handlers
+            yield
             return
 
         def handler(signum, frame):
