@@ -526,3 +526,26 @@ def test_a_huge_learning_rate_says_to_lower_it(tmp_path, capsys):
                            "--no-progress"))
     line = one_line_error(capsys.readouterr().err)
     assert rc == 2 and "lower the learning rate" in line and "positive parametrisation" not in line and "lr 1e+06" in line
+
+
+def test_a_run_folder_beyond_the_free_disk_is_refused(tmp_path, capsys, monkeypatch):
+    import collections
+
+    import afmask.mask.resources as res
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(res.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    out = tmp_path / "run"
+    assert main(explain_argv(out, *QUICK)) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert str(out) in line and "of disk" in line and "--frames" in line and not out.exists()
+
+
+def test_resume_with_other_settings_is_refused_and_keeps_the_results(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(explain_argv(out, *QUICK)) == 0
+    before = (out / "m.npy").read_bytes()
+    assert main(explain_argv(out, *QUICK, "--lr", "0.5", "--resume")) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "settings differ" in line and "lr" in line
+    assert (out / "m.npy").read_bytes() == before  # a refused resume removes nothing
