@@ -17,6 +17,7 @@ NOISES = ("absolute", "relative")
 GRADIENTS = ("hand", "autograd")
 STATS = ("float64", "arrayfire_cpu")
 ACCUMULATIONS = ("float64", "float32")
+NOISE_GENERATORS = ("host", "device")
 
 
 @dataclass
@@ -77,6 +78,9 @@ class MaskConfig:
     #: ||m|| as "float64" or "float32" (ArrayFire CPU's sequential float32 sum, as af::norm gives it).
     norm_accumulation: str = "float64"
     seed: int = 0
+    #: where the noise is drawn: "host" (numpy.random.Generator(seed), copied to the device: the same noise and
+    #: so the same m on every backend) or "device" (the backend's own generator: no copy, backend-dependent draws).
+    noise_generator: str = "host"
     checkpoint_every: int = 100
     #: where the utterance comes from and which model explains it (filled in by the command line).
     audio: str = ""
@@ -112,7 +116,7 @@ class MaskConfig:
         choices = {
             "mode": MODES, "variant": VARIANTS, "regularizer": REGULARIZERS, "parametrization": PARAMETRIZATIONS,
             "optimizer": OPTIMIZERS, "noise": NOISES, "gradient": GRADIENTS, "stats": STATS,
-            "norm_accumulation": ACCUMULATIONS,
+            "norm_accumulation": ACCUMULATIONS, "noise_generator": NOISE_GENERATORS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
