@@ -54,8 +54,9 @@ def _twenty_iterations(name: str) -> np.ndarray:
     feats = features(load_audio(demo_audio()))
     cfg = MaskConfig.preset("default", iterations=20, early_stop=False, seed=11)
     with use_backend(name):
-        obj = MaskObjective(feats["fft"], demo_model(), cfg.variant, noise=cfg.noise, stats=cfg.stats,
-                            clean_input=feats["input"], backend=get_backend(name))
+        # the first 200 frames (2 s): the whole pipeline, a third of the time
+        obj = MaskObjective(feats["fft"][:, :200], demo_model(), cfg.variant, noise=cfg.noise, stats=cfg.stats,
+                            backend=get_backend(name))
         return run_mask(obj, cfg, None, progress=False).m_last
 
 
