@@ -279,6 +279,10 @@ class ArrayFireBackend(Backend):
     def sync(self) -> None:
         self.af.sync()
 
+    def active_backend(self) -> str:
+        """ArrayFire's active backend: 'cpu', 'cuda', 'opencl' (or 'oneapi')."""
+        return str(self.af.get_active_backend()).lower()
+
     def device_info(self) -> DeviceInfo:
         info = self.af.device_info()
         return DeviceInfo(
