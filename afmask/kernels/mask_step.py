@@ -11,6 +11,10 @@ One API over five implementations ("paths") that compute the same thing:
 ``ext``
     the fused C++ kernel (``afmask._ext``, csrc/mask_step.cpp): one pass, no
     temporaries, SSE2 or AVX chosen at run time, OpenMP over frames. NumPy arrays.
+``opencl``
+    the same kernel in OpenCL C (``afmask/kernels/mask_step.cl``) through
+    pyopencl, on any OpenCL device (a GPU, or a CPU implementation such as
+    pocl). NumPy arrays, copied to the device and back on every call.
 ``cuda``
     the fused CUDA kernel (``afmask/kernels/mask_step.cu``) compiled at run time
     by CuPy. CuPy arrays.
@@ -58,7 +62,7 @@ from typing import Any
 import numpy as np
 
 #: Every implementation, slowest first.
-PATHS = ("loop", "expr", "ext", "cuda", "arrayfire")
+PATHS = ("loop", "expr", "ext", "opencl", "cuda", "arrayfire")
 
 #: The CUDA source shipped with the package.
 CUDA_SOURCE = Path(__file__).with_name("mask_step.cu")
@@ -191,10 +195,24 @@ def path_status() -> dict[str, str]:
     kernels, reason = _cuda_module_or_reason()
     status["cuda"] = "available" if kernels is not None else reason
     status["arrayfire"] = "available" if _af_or_reason()[0] is not None else _af_or_reason()[1]
-    return status
+    status["opencl"] = _opencl().status()
+    return {p: status[p] for p in PATHS}
 
 
-_PATHS_FOR = {"numpy": ("loop", "expr", "ext"), "cupy": ("loop", "expr", "cuda"), "arrayfire": ("arrayfire",)}
+def _opencl():
+    from afmask.kernels import opencl
+
+    return opencl
+
+
+def opencl_info() -> dict | None:
+    """The OpenCL platform and device of the opencl path (None where it does not run)."""
+    return _opencl().info()
+
+
+# slowest first per array module: 'auto' takes the last one available (opencl copies NumPy arrays to its
+# device and back, so the in-place extension comes after it)
+_PATHS_FOR = {"numpy": ("loop", "expr", "opencl", "ext"), "cupy": ("loop", "expr", "cuda"), "arrayfire": ("arrayfire",)}
 
 
 def available_paths(array_module: Any = None) -> list[str]:
@@ -563,6 +581,8 @@ def forward(x: Any, eps: Any, m: Any, out: Any = None, path: str = "auto", check
         mag = xp.empty(kshape, dtype=xp.float32, order="F") if out is None else out
         if path == "ext":
             bad = _ext().forward(x, eps, m, mag)
+        elif path == "opencl":
+            bad = _opencl().forward(x, eps, m, mag, K, T, S)
         elif path == "cuda":
             fwd, _ = _cuda_kernels()
             _cuda_check_sizes(K, T, S, (x, "x"), (eps, "eps"), (m, "m"))
@@ -626,6 +646,8 @@ def backward(
                 0.0 if lr is None else lr,
                 lr is not None,
             )
+        elif path == "opencl":
+            sq_m, sq_g, bad = _opencl().backward(xgrad, x, eps, m, mgrad, K, T, S, coef, lr)
         elif path == "cuda":
             _, bwd = _cuda_kernels()
             _cuda_check_sizes(K, T, S, (x, "x"), (eps, "eps"), (m, "m"), (mgrad, "out"))

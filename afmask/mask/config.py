@@ -71,7 +71,7 @@ class MaskConfig:
     #: "hand" uses the note's hand-written gradient through the normalisation and the magnitudes (verified
     #: against autograd); "autograd" differentiates the whole pipeline with afmask.fl.
     gradient: str = "hand"
-    #: the fused step's implementation: "auto" (fastest available), or loop, expr, ext, cuda, arrayfire.
+    #: the fused step's implementation: "auto" (fastest available), or loop, expr, ext, opencl, cuda, arrayfire.
     kernel_path: str = "auto"
     #: mean/stdev of the network input: "float64" or "arrayfire_cpu" (ArrayFire CPU's float32 accumulation, slow).
     stats: str = "float64"
