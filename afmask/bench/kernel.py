@@ -42,6 +42,7 @@ LAM, LR = 10.0, 1e-3
 #: Targets the report is read against.
 TARGET_BANDWIDTH_FRACTION = 0.5
 TARGET_CUDA_SPEEDUP = 100.0
+TARGET_CUDA_COPY_FRACTION = 0.5
 
 
 def step_bytes(K: int, T: int, S: int) -> int:
@@ -172,6 +173,7 @@ def _summary(rows: list[dict], T: int) -> dict:
         "bandwidth_fraction": ext["copy_fraction"] if ext else float("nan"),
         "ext_faster_than_expr": bool(ext and expr and ext["seconds"] < expr["seconds"]),
         "cuda_speedup_vs_loop": cuda["speedup_vs_loop"] if cuda else None,
+        "cuda_copy_fraction": cuda["copy_fraction"] if cuda else None,
     }
     return out
 
@@ -210,6 +212,11 @@ def format_report(result: dict) -> str:
         lines.append(
             f"target: CUDA kernel >= {TARGET_CUDA_SPEEDUP:.0f}x the per-bin loop on CuPy: "
             f"{s['cuda_speedup_vs_loop']:.0f}x {'met' if ok else 'MISSED'}"
+        )
+        ok = s["cuda_copy_fraction"] >= TARGET_CUDA_COPY_FRACTION
+        lines.append(
+            f"target: CUDA kernel within 2x of a plain device copy of the same bytes (>= "
+            f"{TARGET_CUDA_COPY_FRACTION:.0%} of its bandwidth): {s['cuda_copy_fraction']:.2f} {'met' if ok else 'MISSED'}"
         )
     else:
         lines.append("target: CUDA kernel >= 100x the per-bin loop on CuPy: not measured (no CuPy GPU here)")
