@@ -188,15 +188,23 @@ def _af():
     return af
 
 
+def _state(path: str) -> str:
+    """One path's state: 'available' or why not (each probe runs once per process)."""
+    if path in ("loop", "expr"):
+        return "available"
+    if path == "ext":
+        return "available" if _ext_or_reason()[0] is not None else _ext_or_reason()[1]
+    if path == "cuda":
+        kernels, reason = _cuda_module_or_reason()
+        return "available" if kernels is not None else reason
+    if path == "arrayfire":
+        return "available" if _af_or_reason()[0] is not None else _af_or_reason()[1]
+    return _opencl().status()  # builds the OpenCL program: only asked for when needed
+
+
 def path_status() -> dict[str, str]:
     """Each path's state on this machine: 'available' or why not (for ``afmask info``)."""
-    status = {"loop": "available", "expr": "available"}
-    status["ext"] = "available" if _ext_or_reason()[0] is not None else _ext_or_reason()[1]
-    kernels, reason = _cuda_module_or_reason()
-    status["cuda"] = "available" if kernels is not None else reason
-    status["arrayfire"] = "available" if _af_or_reason()[0] is not None else _af_or_reason()[1]
-    status["opencl"] = _opencl().status()
-    return {p: status[p] for p in PATHS}
+    return {p: _state(p) for p in PATHS}
 
 
 def _opencl():
@@ -227,10 +235,12 @@ def available_paths(array_module: Any = None) -> list[str]:
 def best_path(array_module: Any) -> str:
     """The fastest path that runs here for arrays of this module ('ext', 'cuda', 'arrayfire', else 'expr')."""
     name = _name_of(array_module)
-    paths = available_paths(name)
-    if not paths:
-        raise RuntimeError(f"no path runs {name} arrays here: {path_status()[_PATHS_FOR[name][-1]]}")
-    return paths[-1]
+    if name == "cupy" and _cupy_or_reason()[0] is None:
+        raise RuntimeError(f"no path runs cupy arrays here: {_cupy_or_reason()[1]}")
+    for p in reversed(_PATHS_FOR[name]):  # fastest first, probing no further than needed
+        if _state(p) == "available":
+            return p
+    raise RuntimeError(f"no path runs {name} arrays here: {_state(_PATHS_FOR[name][-1])}")
 
 
 def _resolve(path: str, first: Any) -> tuple[str, str]:
