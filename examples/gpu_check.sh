@@ -8,7 +8,11 @@
 # default ./shared or ../shared), GPU_CHECK_TINY=1 (a tiny T and short benchmarks: a check of the
 # script on a CPU, e.g. `AFMASK_BACKEND=numpy GPU_CHECK_TINY=1 examples/gpu_check.sh /tmp/gc`).
 # Wheels in ./.whl (soundfile, cffi, pycparser for a machine without them) are installed first
-# into /tmp/afmask-site, without a registry. Exit status: 0 if every step passed, else 1.
+# into /tmp/afmask-site, without a registry; fetch them where pip works, for the GPU machine's Python:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#     -d .whl soundfile cffi pycparser
+# Exit status: 0 if every step passed, else 1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
