@@ -6,7 +6,13 @@ import math
 import os
 
 import numpy as np
-import soundfile as sf
+
+try:
+    import soundfile as sf
+except (ImportError, OSError) as _exc:  # OSError: the package is there but libsndfile is not
+    # afmask still runs (everything but audio files) where soundfile is missing, e.g. on a bare GPU machine
+    sf = None
+    _SOUNDFILE_MISSING = str(_exc)
 
 from afmask.io.files import atomic_write
 
@@ -34,6 +40,14 @@ class AudioError(ValueError):
         super().__init__(f"{self.filename}: {message}")
 
 
+def _soundfile():
+    """The soundfile module, or an ImportError saying how to install it."""
+    if sf is None:
+        raise ImportError(f"reading and writing audio needs soundfile and libsndfile ({_SOUNDFILE_MISSING}); "
+                          "`pip install soundfile`")
+    return sf
+
+
 def _read(path: str) -> tuple[np.ndarray, int]:
     if not os.path.exists(path):
         raise AudioError(path, "no such file; check the path")
@@ -41,6 +55,7 @@ def _read(path: str) -> tuple[np.ndarray, int]:
         raise AudioError(path, "is a folder, not an audio file")
     if os.path.getsize(path) == 0:
         raise AudioError(path, f"file is empty (0 bytes); {_CONVERT}")
+    sf = _soundfile()
     try:
         data, rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as e:
@@ -118,6 +133,7 @@ def write_audio(path: str | os.PathLike, samples: np.ndarray, rate: int = SAMPLE
     # Scale by 32768, the factor libsndfile reads 16-bit audio back with, so that samples
     # loaded from 16-bit files survive a round trip bit for bit (1.0 saturates to 32767).
     pcm = np.clip(np.round(x.astype(np.float64) * 32768.0), -32768, 32767).astype(np.int16)
+    sf = _soundfile()
     with atomic_write(path) as f:
         sf.write(f, pcm, int(rate), format=_FORMATS[ext], subtype="PCM_16")
 

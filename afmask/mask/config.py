@@ -25,9 +25,10 @@ NOISES = ("absolute", "relative")
 GRADIENTS = ("hand", "autograd")
 STATS = ("float64", "arrayfire_cpu")
 ACCUMULATIONS = ("float64", "float32")
+NOISE_GENERATORS = ("host", "device")
 #: the fused step's implementations (afmask.kernels.mask_step.PATHS), plus "auto"; kept here so that checking
 #: settings does not load the kernels.
-KERNEL_PATHS = ("auto", "loop", "expr", "ext", "cuda", "arrayfire")
+KERNEL_PATHS = ("auto", "loop", "expr", "ext", "opencl", "cuda", "arrayfire")
 #: the settings files afmask reads.
 CONFIG_SUFFIXES = (".json", ".toml")
 
@@ -93,7 +94,8 @@ SCHEMA: dict = {
     "window": Setting("int", low=1, example="50"), "rtol": Setting("float", low=0, example="0.01"),
     "patience": Setting("int", low=1, example="3"), "gradient": _choice(*GRADIENTS),
     "kernel_path": _choice(*KERNEL_PATHS), "stats": _choice(*STATS), "norm_accumulation": _choice(*ACCUMULATIONS),
-    "seed": Setting("int", low=0, example="0"), "checkpoint_every": Setting("int", low=1, example="100"),
+    "seed": Setting("int", low=0, example="0"), "noise_generator": _choice(*NOISE_GENERATORS),
+    "checkpoint_every": Setting("int", low=1, example="100"),
     "checkpoint_seconds": Setting("float", low=0, example="60"),
     "audio": Setting("str", example="'speech.wav'"), "model": Setting("str", example="'demo'"),
     "extra": Setting("extra", example="{}"),
@@ -300,13 +302,16 @@ class MaskConfig:
     #: "hand" uses the note's hand-written gradient through the normalisation and the magnitudes (verified
     #: against autograd); "autograd" differentiates the whole pipeline with afmask.fl.
     gradient: str = "hand"
-    #: the fused step's implementation: "auto" (fastest available), or loop, expr, ext, cuda, arrayfire.
+    #: the fused step's implementation: "auto" (fastest available), or loop, expr, ext, opencl, cuda, arrayfire.
     kernel_path: str = "auto"
     #: mean/stdev of the network input: "float64" or "arrayfire_cpu" (ArrayFire CPU's float32 accumulation, slow).
     stats: str = "float64"
     #: ||m|| as "float64" or "float32" (ArrayFire CPU's sequential float32 sum, as af::norm gives it).
     norm_accumulation: str = "float64"
     seed: int = 0
+    #: where the noise is drawn: "host" (numpy.random.Generator(seed), copied to the device: the same noise and
+    #: so the same m on every backend) or "device" (the backend's own generator: no copy, backend-dependent draws).
+    noise_generator: str = "host"
     #: a checkpoint every this many iterations, and also every ``checkpoint_seconds`` seconds of running (0: only
     #: by count). One iteration of a 10-minute file takes over a minute, so 100 iterations were two hours of work.
     checkpoint_every: int = 100

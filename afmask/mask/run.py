@@ -138,7 +138,7 @@ class MaskRun:
 
     def data_gradient(self, m: Any, seed: int) -> tuple[float, Any, float]:
         """f, df/dm and ||df/dm||^2 for one batch of noise."""
-        eps = self.obj.draw_noise(seed, self.cfg.samples)
+        eps = self.obj.draw_noise(seed, self.cfg.samples, self.cfg.noise_generator)
         if self.cfg.gradient == "hand":
             fw = self.obj.forward(m, eps)
             f = fw.f.scalar()
