@@ -25,9 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the afmask command line; returns the exit status."""
+    from afmask.cli.common import one_line_warnings
+
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with one_line_warnings(args.command):
+            return int(args.func(args) or 0)
     except (ValueError, OSError, RuntimeError) as exc:  # user-facing errors: no traceback
         print(f"afmask {args.command}: error: {exc}", file=sys.stderr)
         return 2
