@@ -108,6 +108,8 @@ def explain(
         raise ValueError(f"the model expects {k} features per frame (its View), the audio gives {fft.shape[0] // 2}")
     config = config.replace(audio=os.fspath(audio), model=model_name, extra={**config.extra, "frames": [sel.start, sel.stop]})
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: is a file, not a run folder (--out): choose a folder")
     out.mkdir(parents=True, exist_ok=True)
     sweep_stale(out)  # temporaries of runs killed before they could remove them
     objective = MaskObjective(fft, model, config.variant, noise=config.noise, stats=config.stats,

@@ -133,6 +133,12 @@ def run(args: argparse.Namespace) -> int:
             f"`afmask report {out} --model demo` or `afmask report {out} --arch A.arch --params P.af` "
             "(or --no-evaluation for a report of the training only)"
         )
-    path = write_report(out, embed_audio=not args.link_audio, require_evaluation=not args.no_evaluation)
+    try:
+        path = write_report(out, embed_audio=not args.link_audio, require_evaluation=not args.no_evaluation)
+    except (KeyError, TypeError, IndexError) as e:  # a value read_evaluation's layout check does not cover
+        from afmask.io.runfiles import RunFileError
+
+        raise RunFileError(out / EVALUATION_FILE, f"is damaged or from another version ({type(e).__name__}: {e})",
+                           f"evaluate the run again: `afmask report {out} --model demo` (or --arch A.arch --params P.af)") from None
     print(f"afmask report: wrote {path}")
     return 0

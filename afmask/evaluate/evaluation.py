@@ -606,7 +606,8 @@ _LAYOUT = {
     "areas": {"explanation": {"gap": dict, "deletion": dict, "insertion": dict}, "energy": {"gap": dict}},
     "curves": {"explanation": {"deletion": _CURVE, "insertion": _CURVE}, "energy": {"deletion": _CURVE, "insertion": _CURVE}},
 }
-_RENDITION = {"name": str, "files": list, "percent": _NUM, "description": str, "kept": str, "text": str}
+_RENDITION = {"name": str, "files": list, "percent": _NUM, "description": str, "kept": str, "text": str,
+              "cer_clean": _NUM, "cer_transcript": _NUM, "f": _NUM, "spectrum_cer_clean": _NUM}
 _SANITY = {"levels": list, "note": str, "decorrelates": (bool, type(None)), "iterations": int, "samples": int}
 _LEVEL = {"label": str, "randomised_layers": int, "layers": list, "spearman": _NUM, "spearman_short": _NUM, "seconds": _NUM}
 
