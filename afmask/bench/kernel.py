@@ -24,6 +24,7 @@ extension's speedup over the per-bin loop and its fraction of copy bandwidth.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -43,6 +44,23 @@ LAM, LR = 10.0, 1e-3
 TARGET_BANDWIDTH_FRACTION = 0.5
 TARGET_CUDA_SPEEDUP = 100.0
 TARGET_CUDA_COPY_FRACTION = 0.5
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (Linux's MemAvailable, else free pages), None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def step_bytes(K: int, T: int, S: int) -> int:
@@ -266,6 +284,16 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise ValueError(f"--frames: expected values >= 1, got {args.frames}")
     if args.threads < 0:
         raise ValueError(f"--threads: expected >= 0, got {args.threads}")
+    if not (math.isfinite(args.budget) and 0 < args.budget <= 3600):
+        raise ValueError(f"--budget {args.budget:g}: expected seconds per figure, a finite number in (0, 3600]")
+    if args.repeats is not None and args.repeats < 1:
+        raise ValueError(f"--repeats {args.repeats}: expected >= 1 timed runs per figure (or leave it out)")
+    # the inputs (x, eps, m, xgrad; float64 on the way) and the paths' temporaries: about 3x one step's traffic
+    need = 3 * step_bytes(args.bins, max(args.frames), args.samples)
+    free = _available_memory()
+    if free is not None and need > free:
+        raise ValueError(f"--frames {max(args.frames)} --bins {args.bins} --samples {args.samples}: the benchmark needs "
+                         f"about {need / 1e9:.1f} GB, {free / 1e9:.1f} GB are free; lower --frames or --samples")
     result = run(
         frames=args.frames,
         K=args.bins,

@@ -61,10 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the afmask command line; returns the exit status."""
+    from afmask.cli.common import one_line_warnings
+
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        with _sigterm_unwinds():
+        with _sigterm_unwinds(), one_line_warnings(args.command):
             return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: one line, the mask loop's says how to resume
         code = int(getattr(exc, "exit_code", 130))

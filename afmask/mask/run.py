@@ -290,10 +290,9 @@ class MaskRun:
                 if self.lam is None:
                     self.lam = self.choose_lambda()
                 if progress:
-                    from tqdm import tqdm
+                    from afmask.io.progress import progress_bar
 
-                    bar = tqdm(total=cfg.iterations, initial=self.iteration, file=sys.stderr, unit="it",
-                               dynamic_ncols=True, desc=f"afmask {cfg.mode}")
+                    bar = progress_bar(total=cfg.iterations, initial=self.iteration, unit="it", desc=f"afmask {cfg.mode}")
                 while self.iteration < cfg.iterations:
                     if cfg.early_stop and self.monitor.converged:
                         break
@@ -368,9 +367,17 @@ class MaskRun:
         path = self.out / CHECKPOINT
         if not path.exists():
             return False
-        with np.load(path) as z:
-            meta = json.loads(str(z["meta"]))
-            arrays = {k: z[k] for k in z.files if k != "meta"}
+        from afmask.io.runfiles import RunFileError, read_npz
+
+        fix = "it cannot be resumed: delete it (or choose another folder) and run again without --resume"
+        arrays = read_npz(path, fix)
+        try:
+            meta = json.loads(str(arrays.pop("meta")))
+            lacking = [k for k in ("config", "iteration", "lam", "seconds", "history", "monitor") if k not in meta]
+            if lacking or "theta" not in arrays or "best_theta" not in arrays:
+                raise ValueError(f"it lacks {', '.join(lacking) or 'theta'}")
+        except (KeyError, ValueError, TypeError) as e:
+            raise RunFileError(path, f"is not an afmask checkpoint or is damaged ({e})", fix) from None
         saved = dict(meta["config"])
         now = self.cfg.to_dict()
         # a setting added since the checkpoint was written counts as its default
