@@ -70,3 +70,20 @@ def test_seeded_default_run_agrees_with_numpy(name):
     got = _twenty_iterations(name)
     rel = float(np.max(np.abs(got - ref)) / np.max(np.abs(ref)))
     assert rel <= 1e-3, f"{name}: max|m - m_numpy| / max|m_numpy| = {rel:.3g} after 20 iterations"
+
+
+def test_attenuation_noise_scales_each_bin_by_one_factor_in_unit_interval():
+    from afmask.mask import MaskObjective
+    from afmask.model import demo_model
+
+    rng = np.random.default_rng(3)
+    fft = rng.standard_normal((2 * 257, 12)).astype(np.float32)
+    obj = MaskObjective(fft, demo_model(), "posteriors", noise="attenuate")
+    eps = np.asarray(obj.B.to_numpy(obj.draw_noise(7, 3)))
+    u = -eps / fft[:, :, None]
+    assert np.allclose(u[0::2], u[1::2])  # one factor per bin: the phase is kept
+    assert u.min() >= 0 and u.max() < 1
+    # at m = 1 the perturbed magnitude is the clean one times (1 - u): never louder
+    mag = np.hypot(fft[0::2], fft[1::2])[:, :, None]
+    pert = np.hypot(fft[0::2, :, None] + eps[0::2], fft[1::2, :, None] + eps[1::2])
+    assert np.all(pert <= mag * (1 + 1e-6))

@@ -21,7 +21,7 @@ VARIANTS = ("letters", "pitfall", "posteriors")
 REGULARIZERS = ("log_norm", "mean_log")
 PARAMETRIZATIONS = ("raw", "abs", "softplus", "exp")
 OPTIMIZERS = ("sgd", "adam")
-NOISES = ("absolute", "relative")
+NOISES = ("absolute", "relative", "attenuate")
 GRADIENTS = ("hand", "autograd")
 STATS = ("float64", "arrayfire_cpu")
 ACCUMULATIONS = ("float64", "float32")
@@ -276,11 +276,16 @@ class MaskConfig:
     m_init: float = 0.1
     #: upper bound of m (None: unbounded, as the original). Both regularisers reward ever larger m; where the
     #: model ignores a point nothing pushes back, and m grew without end (1e10 on the demo) until the
-    #: regulariser swamped the distance. Relative noise ten times a point's own magnitude has destroyed it.
-    m_max: Optional[float] = 10.0
+    #: regulariser swamped the distance. With attenuation noise m = 1 already lets a point be deleted outright;
+    #: beyond 1 it would be amplified instead, which is not what "the model does not need it" means.
+    m_max: Optional[float] = 1.0
     #: "absolute": x~ = x + eps*m with eps ~ N(0, fftstdev^2) (the original); "relative":
-    #: x~ = x + eps*m*|x_k| with eps ~ N(0, 1), noise relative to each bin's own magnitude.
-    noise: str = "relative"
+    #: x~ = x + eps*m*|x_k| with eps ~ N(0, 1), noise relative to each bin's own magnitude; "attenuate":
+    #: x~_k = x_k * (1 - m_k*u_k), u_k ~ U(0, 1) per bin (shared by its Re and Im rows, so only the magnitude
+    #: changes): m = 1 means the point may be scaled anywhere between intact and deleted. Relative noise mostly
+    #: amplifies once m > 1, and tolerating amplification did not predict what deleting a point does (within
+    #: equal-loudness strata its least-important points hurt more than random ones); attenuation does.
+    noise: str = "attenuate"
     #: noise samples per step, batched.
     samples: int = 4
     optimizer: str = "adam"

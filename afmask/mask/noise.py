@@ -43,3 +43,25 @@ def standard_normal(
             return B.transpose(B.randn((T, rows), seed, dtype))
         return B.reorder(B.randn((samples, T, rows), seed, dtype), (2, 1, 0))
     raise ValueError(f"noise generator must be one of {', '.join(GENERATORS)}, got {generator!r}")
+
+
+def host_uniform(rows: int, T: int, samples: int, seed: int, dtype: Any = np.float32) -> np.ndarray:
+    """U(0, 1) draws (rows, T[, S]) on the host, column-major: the numbers every backend gets for ``seed``."""
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype).type
+    if samples == 1:
+        return rng.random((T, rows), dtype=dt).T
+    return rng.random((samples, T, rows), dtype=dt).transpose(2, 1, 0)
+
+
+def uniform(
+    B: Backend, rows: int, T: int, samples: int, seed: int, dtype: Any = np.float32, generator: str = "host"
+) -> Any:
+    """U(0, 1) noise (rows, T[, S]) as a backend array for ``seed``; ``generator`` as for :func:`standard_normal`."""
+    if generator == "host":
+        return B.asarray(host_uniform(rows, T, samples, seed, dtype))
+    if generator == "device":
+        if samples == 1:
+            return B.transpose(B.randu((T, rows), seed, dtype))
+        return B.reorder(B.randu((samples, T, rows), seed, dtype), (2, 1, 0))
+    raise ValueError(f"noise generator must be one of {', '.join(GENERATORS)}, got {generator!r}")

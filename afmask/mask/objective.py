@@ -27,6 +27,7 @@ from afmask.fl import Variable, seq, span
 from afmask.fl.nn import Module
 from afmask.kernels import mask_step
 from afmask.mask import noise
+from afmask.mask.config import NOISES
 from afmask.mask.postprocess import postprocess
 
 
@@ -84,8 +85,8 @@ class MaskObjective:
             raise ValueError(f"the clean FFT must be (2K, T) with interleaved Re/Im rows, got shape {fft.shape}")
         if not np.all(np.isfinite(fft)):
             raise ValueError("the clean FFT holds NaN or Inf")
-        if noise not in ("absolute", "relative"):
-            raise ValueError(f"noise must be 'absolute' or 'relative', got {noise!r}")
+        if noise not in NOISES:
+            raise ValueError(f"noise must be one of {', '.join(NOISES)}, got {noise!r}")
         self.B = backend or get_backend()
         self.model = model
         self.variant, self.noise, self.stats = variant, noise, stats
@@ -105,6 +106,9 @@ class MaskObjective:
         clean_mag = np.sqrt(host[0::2].astype(np.float64) ** 2 + host[1::2].astype(np.float64) ** 2).astype(np.float32)
         if noise == "absolute":
             self.noise_scale = None
+        elif noise == "attenuate":
+            # x~ = x + eps*m with eps = -u*x per row: the bin scaled by (1 - m*u), both rows by the same u
+            self.noise_scale = fortran(self.B, -self.x)
         else:
             self.noise_scale = self.B.asarray(np.asfortranarray(np.repeat(clean_mag, 2, axis=0), dtype=self.dtype))
         model.eval()
@@ -123,11 +127,19 @@ class MaskObjective:
 
     # -- pieces ----------------------------------------------------------------------------
     def draw_noise(self, seed: int, samples: int = 1, generator: str = "host") -> Any:
-        """Noise e (2K, T[, S]) float32, column-major: N(0, fftstdev^2) (absolute) or N(0, 1) * |x_k| (relative).
+        """Noise e (2K, T[, S]) float32, column-major: N(0, fftstdev^2) (absolute), N(0, 1) * |x_k| (relative) or
+        -u * x with u ~ U(0, 1) per bin (attenuate).
 
         ``generator``: "host" (the same draws on every backend) or "device" (see afmask.mask.noise)."""
         B = self.B
-        raw = noise.standard_normal(B, 2 * self.K, self.T, samples, seed, self.dtype, generator)
+        if self.noise == "attenuate":
+            u = noise.uniform(B, self.K, self.T, samples, seed, self.dtype, generator)
+            # one u per bin for both its rows (moddims of a 2 x K x T x S tile interleaves them): the pair is scaled
+            # together, so its phase is kept and only its magnitude changes
+            pair = B.tile(B.moddims(u, (1, self.K, self.T, samples)), (2, 1, 1, 1))
+            raw = B.moddims(pair, (2 * self.K, self.T, samples) if samples > 1 else (2 * self.K, self.T))
+        else:
+            raw = noise.standard_normal(B, 2 * self.K, self.T, samples, seed, self.dtype, generator)
         if self.noise_scale is None:
             return fortran(B, raw * self.dtype.type(self.fftstdev))
         if samples not in self._scale_tiled:
