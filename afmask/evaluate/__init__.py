@@ -5,6 +5,12 @@ bin's noise scale is ``sqrt((m_re^2 + m_im^2) / 2)`` and importance is minus
 its log, so small noise scale = important (:mod:`afmask.evaluate.importance`).
 """
 
+from afmask.evaluate.controls import (
+    energy_strata,
+    stratified_deletion,
+    tie_broken_order,
+    ties,
+)
 from afmask.evaluate.curves import (
     Curve,
     apply_mask,
@@ -48,4 +54,5 @@ __all__ = [
     "find_transcript", "find_words", "half_verdict", "importance", "normalise", "parameter_layers", "percent_grid",
     "randomised", "ranking", "read_evaluation", "removal_mask", "render", "rendition_magnitudes", "rendition_plan",
     "safe_cer", "sanity_check", "spearman",
+    "energy_strata", "stratified_deletion", "tie_broken_order", "ties",
 ]
