@@ -159,3 +159,102 @@ def test_a_frame_blind_model_ignores_the_window_batched_too():
     assert not np.allclose(out(model, x), out(model, y))
     with pytest.raises(ValueError, match="frames 5:40"):
         blind_to_frames(model, 5, 40, 30)
+
+
+def weight_oracle(model, seed):
+    """Importance per bin from the first layer's weights (how much the model can read a bin), the same every frame."""
+    w = np.abs(model.params()[0].host())
+    per_bin = w.sum(axis=tuple(i for i in range(w.ndim) if w.shape[i] != K))
+    T = 88
+    return np.repeat(per_bin[:, None], T, axis=1) + 1e-3 * np.random.default_rng(seed).random((K, T))
+
+
+def test_a_band_blind_model_gets_no_importance_in_the_band_and_the_leak_is_measured(utterance):
+    from afmask.evaluate.controls import blind_test
+
+    model = conv_model()
+    res = blind_test(utterance["fft"], model, weight_oracle, band=(20, 60))
+    assert res["map_top_share"] == 0.0 and res["passes"] and res["verdict"].startswith("passes")
+    assert res["energy_top_share"] > 0.05  # the band is loud: energy would put much of its top there
+    assert res["region_share"] == pytest.approx(40 / K)
+    # the blind model still sees the band through the global normalisation: deleting it changes the output
+    assert res["leak"]["blind_f"] > 0 and "global normalisation" in res["verdict"]
+    # a map that puts the band first fails
+    bad = blind_test(utterance["fft"], model, None, band=(20, 60), importance=-weight_oracle(model, 0))
+    assert not bad["passes"] and bad["verdict"].startswith("WARNING")
+    frames = blind_test(utterance["fft"], model, lambda m, s: np.random.default_rng(s).random((K, 88)), frames=(10, 30))
+    assert frames["region_share"] == pytest.approx(20 / 88) and 0.1 < frames["map_top_share"] < 0.35
+    with pytest.raises(ValueError, match="exactly one"):
+        blind_test(utterance["fft"], model, weight_oracle)
+
+
+# -- plausibility ------------------------------------------------------------------------------------------------
+def test_plausibility_counts_mass_inside_words_against_energy_and_uniform(utterance):
+    from afmask.evaluate.controls import plausibility, word_frames
+
+    mag = utterance["magnitude"]
+    T = mag.shape[1]
+    words = [{"t": "a", "b": 0.2, "d": 0.3}, {"t": "b", "b": 0.6, "d": 0.1}]
+    inside = word_frames(words, T)
+    assert inside.sum() == 40 and inside[20] and not inside[18] and not inside[49] and inside[59]  # centre 0.01 t + 0.0125
+    words_only = np.where(inside[None, :], 1.0, 0.0) + 1e-3 * np.random.default_rng(0).random(mag.shape)
+    res = plausibility(words_only, words, mag)
+    assert res["map"]["top10_in_words"] == 1.0 and res["uniform"]["mass_in_words"] == pytest.approx(40 / T)
+    assert res["map"]["mass_in_words"] > res["uniform"]["mass_in_words"]
+    assert res["beats_uniform"] and res["verdict"].count("%") >= 6
+    silence_only = plausibility(-words_only, words, mag)
+    assert silence_only["map"]["top10_in_words"] == 0.0 and not silence_only["beats_uniform"]
+    with pytest.raises(ValueError, match="no frame"):
+        plausibility(words_only, [{"b": 50.0, "d": 1.0}], mag)
+
+
+# -- randomisation with energy taken out ------------------------------------------------------------------------
+def test_he_normal_redraw_keeps_the_output_input_dependent_and_is_restored():
+    from afmask.evaluate.sanity import output_dependence, parameter_layers, randomised
+
+    model = conv_model()
+    before = [p.host().copy() for p in model.params()]
+    x = np.random.default_rng(2).standard_normal((30, K)).astype(np.float32)
+    with randomised(model, 2, seed=3, init="he_normal"):
+        w = parameter_layers(model)[0].params()[0].host()
+        assert np.std(w) == pytest.approx(np.sqrt(2 / (3 * K)), rel=0.1)
+        assert not parameter_layers(model)[0].params()[1].host().any()  # biases 0
+        assert output_dependence(model, x)["output_std_over_frames"] > 0
+    assert all(np.array_equal(a, p.host()) for a, p in zip(before, model.params()))
+    with pytest.raises(ValueError, match="init"):
+        with randomised(model, 1, init="xavier"):
+            pass
+
+
+def test_energy_controlled_correlations_take_energy_out(utterance):
+    from afmask.evaluate.sanity import energy_controlled_correlations
+
+    mag = utterance["magnitude"].astype(np.float64)
+    loud = np.log(mag ** 2 + 1e-9)
+    rng = np.random.default_rng(0)
+    # two maps that share only energy (noise larger than energy's spread inside one decile)
+    a = loud + 2 * rng.standard_normal(mag.shape)
+    b = loud + 2 * rng.standard_normal(mag.shape)
+    c = energy_controlled_correlations(a, b, mag)
+    assert c["raw"] > 0.5 and abs(c["log_energy_fit"]) < 0.1 and abs(c["within_deciles"]) < 0.1
+    shared = rng.standard_normal(mag.shape)  # and two that share something besides energy
+    d = energy_controlled_correlations(loud + shared, loud + shared + 0.1 * rng.standard_normal(mag.shape), mag)
+    assert d["log_energy_fit"] > 0.9 and d["within_deciles"] > 0.9
+
+
+def test_randomisation_check_against_its_seed_ceiling(utterance):
+    from afmask.evaluate.sanity import randomisation_check
+
+    model = conv_model()
+    T = utterance["fft"].shape[1]
+    clean = (utterance["magnitude"].T - utterance["magnitude"].mean()) / utterance["magnitude"].std()
+
+    def explain(m, seed):  # the first layer's weights decide: a map that moves with the model, not with the seed
+        return weight_oracle(m, seed)[:, :T]
+
+    res = randomisation_check(model, explain, explain(model, 0), utterance["magnitude"], clean)
+    assert [lv["randomised_layers"] for lv in res["levels"]] == [0, 1, 2]
+    assert res["levels"][0]["within_deciles"] > 0.9  # the same model, another seed
+    assert abs(res["levels"][-1]["within_deciles"]) < 0.3 and res["passes"] is True
+    assert res["verdict"].startswith("passes: model randomisation (he_normal")
+    assert res["levels"][-1]["output"]["distinct_tokens"] > 1

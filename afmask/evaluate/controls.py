@@ -357,3 +357,200 @@ def _json_ready(obj):
     if isinstance(obj, np.generic):
         return _json_ready(obj.item())
     return obj
+
+
+# -- plausibility against word alignments --------------------------------------------------------------
+#: frame t covers samples [160 t, 160 t + 400): its centre is at 0.01 t + 0.0125 s.
+FRAME_S, FRAME_CENTRE_S = 0.01, 0.0125
+
+
+def word_frames(words: Sequence[dict], T: int) -> np.ndarray:
+    """Bool (T,): frames whose centre lies inside a word ``{"b": start_s, "d": duration_s}`` (silence: the rest)."""
+    centre = FRAME_S * np.arange(T) + FRAME_CENTRE_S
+    inside = np.zeros(T, dtype=bool)
+    for w in words:
+        b, d = float(w["b"]), float(w["d"])
+        inside |= (centre >= b) & (centre < b + d)
+    return inside
+
+
+def _rank_map(scores: np.ndarray, seed: int) -> np.ndarray:
+    """Ranks (K, T) in (0, 1]: 1 for the most important point, ties broken at random."""
+    order = tie_broken_order(scores, seed)
+    n = order.size
+    r = np.empty(n)
+    r[order] = (n - np.arange(n)) / n
+    return r.reshape(np.shape(scores), order="F")
+
+
+def plausibility(importance: np.ndarray, words: Sequence[dict], magnitude: np.ndarray, top: float = 0.10,
+                 seed: int = 0) -> dict:
+    """Share of a map's rank mass inside words (vs silence) and of its top-``top`` points, against energy and uniform.
+
+    Rank mass: the map's ranks (1 = most important, ties at random) summed inside word frames over their
+    sum over all points, so any map (whatever its scale or sign) is comparable. A uniform map's share is the
+    share of points inside words.
+    """
+    imp = np.asarray(importance, dtype=np.float64)
+    mag = np.asarray(magnitude, dtype=np.float64)
+    if imp.shape != mag.shape:
+        raise ValueError(f"the importance map {imp.shape} and the magnitudes {mag.shape} must have the same (K, T)")
+    if not 0 < top < 1:
+        raise ValueError(f"top must be in (0, 1), got {top}")
+    K, T = imp.shape
+    inside_t = word_frames(words, T)
+    if not inside_t.any():
+        raise ValueError("no frame lies inside a word: the alignment does not cover this utterance")
+    inside = np.broadcast_to(inside_t, (K, T))
+    n_top = max(1, int(round(top * K * T)))
+
+    def shares(scores: np.ndarray) -> dict:
+        r = _rank_map(scores, seed)
+        topmask = r > 1 - n_top / r.size
+        return {"mass_in_words": float(r[inside].sum() / r.sum()),
+                f"top{int(round(100 * top))}_in_words": float(topmask[inside].sum() / topmask.sum()),
+                "mean_rank_words": float(r[inside].mean()),
+                "mean_rank_silence": float(r[~inside].mean()) if (~inside).any() else None}
+
+    in_share = float(inside_t.mean())
+    key = f"top{int(round(100 * top))}_in_words"
+    res = {
+        "control": "plausibility against word alignments",
+        "words": len(words),
+        "frames_in_words": int(inside_t.sum()),
+        "frames": T,
+        "map": shares(imp),
+        "energy": shares(mag),
+        "uniform": {"mass_in_words": in_share, key: in_share, "mean_rank_words": None, "mean_rank_silence": None},
+        "top": top,
+    }
+    mp, en, un = res["map"], res["energy"], res["uniform"]
+    beats_e = mp["mass_in_words"] > en["mass_in_words"] and mp[key] > en[key]
+    beats_u = mp["mass_in_words"] > un["mass_in_words"] and mp[key] > un[key]
+    res["beats_energy"], res["beats_uniform"] = bool(beats_e), bool(beats_u)
+    head = "passes" if beats_e else ("WARNING: no better than energy" if beats_u else "WARNING: no better than uniform")
+    res["verdict"] = (f"{head}: plausibility against the word alignment: {100 * mp['mass_in_words']:.1f}% of the map's "
+                      f"rank mass is inside words (energy {100 * en['mass_in_words']:.1f}%, uniform "
+                      f"{100 * in_share:.1f}%); of its top {100 * top:g}% points {100 * mp[key]:.1f}% are inside words "
+                      f"(energy {100 * en[key]:.1f}%, uniform {100 * in_share:.1f}%)")
+    return _json_ready(res)
+
+
+# -- the band a blind model cannot hear ------------------------------------------------------------------
+def region_share(scores: np.ndarray, region: np.ndarray, top: float = 0.20, seed: int = 0) -> float:
+    """Share of a map's top-``top`` points (ties at random) that lie inside the bool (K, T) ``region``."""
+    order = tie_broken_order(scores, seed)
+    n_top = max(1, int(round(top * order.size)))
+    return float(np.asarray(region).ravel(order="F")[order[:n_top]].mean())
+
+
+# -- every map-only control at once ---------------------------------------------------------------------
+def evaluate_map(
+    fft: np.ndarray,
+    model: Module,
+    importance: np.ndarray,
+    magnitude: Optional[np.ndarray] = None,
+    words: Optional[Sequence[dict]] = None,
+    bound: Optional[float] = None,
+    variant: str = "posteriors",
+    stats: str = "float64",
+    transcript: Optional[str] = None,
+    fractions: Sequence[float] = FRACTIONS,
+    seeds: Sequence[int] = SEEDS,
+    modes: Sequence[str] = MODES,
+    kinds: Sequence[str] = KINDS,
+    noise_level: float = NOISE_LEVEL,
+    batch: int = 16,
+    seed: int = 0,
+    scorer=None,
+) -> dict:
+    """The controls that need only a map (K, T), the clean FFT (2K, T) and the model: ``{"stratified", "ties",
+    "plausibility"}`` (plausibility only with ``words``), each with its numbers and a verdict line.
+
+    ``bound``: the importance value of the method's bound (for the mask: ``-log(m_max)``), for the ties count.
+    The controls that re-explain (blind models, randomisation) take an explainer: see
+    :func:`afmask.evaluate.sanity.randomisation_check` and :func:`blind_test`.
+    """
+    imp = np.asarray(importance, dtype=np.float64)
+    mag = _magnitude_of(fft) if magnitude is None else np.asarray(magnitude, dtype=np.float32)
+    t = ties(imp, bound=bound)
+    t["verdict"] = ties_verdict(t)
+    out = {
+        "stratified": stratified_deletion(fft, model, imp, fractions=fractions, seeds=seeds, modes=modes, kinds=kinds,
+                                          noise_level=noise_level, variant=variant, stats=stats, magnitude=mag,
+                                          transcript=transcript, batch=batch, seed=seed, scorer=scorer),
+        "ties": _json_ready(t),
+    }
+    if words:
+        out["plausibility"] = plausibility(imp, words, mag, seed=seed)
+    return out
+
+
+def blind_test(
+    fft: np.ndarray,
+    model: Module,
+    explain,
+    band: Optional[tuple[int, int]] = None,
+    frames: Optional[tuple[int, int]] = None,
+    magnitude: Optional[np.ndarray] = None,
+    variant: str = "posteriors",
+    stats: str = "float64",
+    top: float = 0.20,
+    seed: int = 0,
+    importance: Optional[np.ndarray] = None,
+) -> dict:
+    """Ground truth: a model blind to bins ``band`` = (LO, HI) or frames ``frames`` = (A, B) is explained by
+    ``explain(model, seed) -> (K, T)`` (or ``importance``, a map of it made elsewhere); where the region falls in
+    the map's top-``top`` points against energy's, and how much deleting the region changes the blind model's
+    output (what leaks through the global normalisation)."""
+    from afmask.evaluate.scoring import Scorer
+    from afmask.model.blind import blind_to_band, blind_to_frames
+
+    if (band is None) == (frames is None):
+        raise ValueError("give exactly one of band=(LO, HI) and frames=(A, B)")
+    fft = np.asarray(fft, dtype=np.float32)
+    mag = _magnitude_of(fft) if magnitude is None else np.asarray(magnitude, dtype=np.float32)
+    K, T = mag.shape
+    region = np.zeros((K, T), dtype=bool)
+    if band is not None:
+        lo, hi = int(band[0]), int(band[1])
+        blind = blind_to_band(model, lo, hi)
+        region[lo:hi] = True
+        what = f"bins {lo}..{hi - 1} ({lo * 16000 / 512:.0f}-{(hi - 1) * 16000 / 512:.0f} Hz)"
+    else:
+        a, b = int(frames[0]), int(frames[1])
+        blind = blind_to_frames(model, a, b, T)
+        region[:, a:b] = True
+        what = f"frames {a}..{b - 1} ({a * FRAME_S:.2f}-{b * FRAME_S:.2f} s)"
+    t0 = time.perf_counter()
+    imp = np.asarray(explain(blind, seed) if importance is None else importance, dtype=np.float64)
+    seconds = time.perf_counter() - t0
+    share_map = region_share(imp, region, top, seed)
+    share_energy = region_share(mag, region, top, seed)
+    # what the region still does to the blind model: the global normalisation sees it
+    deleted = np.where(region, 0.0, mag).astype(np.float32)
+    blind_scores = Scorer(fft, mag, blind, variant, stats=stats, noise="relative").score([deleted])[0]
+    full_scores = Scorer(fft, mag, model, variant, stats=stats, noise="relative").score([deleted])[0]
+    t = ties(imp)
+    pct = int(round(100 * top))
+    passes = bool(share_map <= 0.02)
+    leak = (f"; deleting the region changes the blind model's output by f = {blind_scores.f:.4g} (CER "
+            f"{_f3(blind_scores.cer_clean)} against its clean decoding) through the global normalisation, against "
+            f"f = {full_scores.f:.4g} (CER {_f3(full_scores.cer_clean)}) for the unblinded model")
+    verdict = (f"{'passes' if passes else 'WARNING: fails'}: a model blind to {what} gets {100 * share_map:.1f}% of the "
+               f"map's top {pct}% points in that region, energy's ranking puts {100 * share_energy:.1f}% there, the "
+               f"region holds {100 * region.mean():.1f}% of all points" + leak)
+    return _json_ready({
+        "control": "blind model", "band": list(band) if band is not None else None,
+        "frames": list(frames) if frames is not None else None, "region": what, "region_share": float(region.mean()),
+        "top": top, "map_top_share": share_map, "energy_top_share": share_energy,
+        "map_mean_rank_in_region": float(_rank_map(imp, seed)[region].mean()),
+        "leak": {"blind_f": blind_scores.f, "blind_cer_clean": blind_scores.cer_clean, "blind_text": blind_scores.text,
+                 "model_f": full_scores.f, "model_cer_clean": full_scores.cer_clean},
+        "ties_most_common_share": t["most_common_share"], "passes": passes, "verdict": verdict,
+        "seconds": round(seconds, 3),
+    })
+
+
+def _f3(v: Optional[float]) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
