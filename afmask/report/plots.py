@@ -198,3 +198,26 @@ def comparison_figure(runs: Sequence[tuple[str, dict]], metric: str = "cer_clean
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return fig
+
+
+def plot_importance(magnitude: np.ndarray, importance: np.ndarray, path: os.PathLike, title: str = "") -> None:
+    """Spectrogram (dB) above an importance map (K, T) of any method, drawn by rank (bright = important)."""
+    plt = _pyplot()
+    K, T = magnitude.shape
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, constrained_layout=True)
+    db = 20 * np.log10(np.maximum(magnitude, 1e-3))
+    im0 = axes[0].imshow(db, origin="lower", aspect="auto", extent=extent(K, T), cmap="magma", vmin=db.max() - 80, vmax=db.max())
+    axes[0].set_ylabel("frequency (Hz)")
+    axes[0].set_title("spectrogram |X| (dB)" + (f" - {title}" if title else ""))
+    fig.colorbar(im0, ax=axes[0], label="dB")
+    # ranks, not values: gradient maps span many decades, and only the order enters the controls
+    flat = np.asarray(importance, np.float64).ravel()
+    ranks = np.empty(flat.size)
+    ranks[np.argsort(flat, kind="stable")] = np.arange(flat.size) / max(flat.size - 1, 1)
+    im1 = axes[1].imshow(ranks.reshape(K, T), origin="lower", aspect="auto", extent=extent(K, T), cmap="viridis", vmin=0, vmax=1)
+    axes[1].set_ylabel("frequency (Hz)")
+    axes[1].set_xlabel("time (s)")
+    axes[1].set_title("importance per point, as a rank (bright = important to the model)")
+    fig.colorbar(im1, ax=axes[1], label="rank (0 least, 1 most important)")
+    _save(fig, path)
+    plt.close(fig)
