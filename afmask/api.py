@@ -355,3 +355,17 @@ def _run_as_method(run: dict) -> dict:
     controls["global"] = {"metric": mt, "gap": gaps, "beats_energy": ev.get("beats_energy")}
     return {"dir": run["dir"], "label": run["label"], "method": f"mask ({cfg.mode})", "audio": cfg.audio,
             "seconds": (run.get("summary") or {}).get("seconds"), "controls": controls}
+
+
+def write_attribution_report(out: os.PathLike) -> Path:
+    """Build DIR/report.html of an attribution folder from its files (the controls from controls.json, if there)."""
+    from afmask.io.files import atomic_write
+    from afmask.report.attribution import render_attribution_report
+
+    out = Path(out)
+    controls = _read_json(out / CONTROLS_FILE) or None
+    html = render_attribution_report(out, _read_json(out / "attribution.json"), _read_json(out / "config.json"), controls)
+    path = out / "report.html"
+    with atomic_write(path) as f:
+        f.write(html.encode("utf-8"))
+    return path

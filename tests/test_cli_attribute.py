@@ -42,6 +42,9 @@ def test_attribute_writes_the_folder_and_compare_ranks_the_methods(tmp_path, lin
         assert {"stratified", "ties", "global", "plausibility"} <= set(controls)
         assert set(controls["global"]["gap"]) >= {"map", "energy", "random0"}
         dirs.append(str(out))
+        assert main(["report", str(out)]) == 0  # the page from the folder's files, no model needed
+        page = (out / "report.html").read_text()
+        assert f"afmask attribution: {method}" in page and "energy-stratified deletion" in page
         if method == "ig":
             assert "completeness" in printed
     page = tmp_path / "cmp.html"
@@ -58,3 +61,13 @@ def test_attribute_refuses_an_option_of_another_method(tmp_path, linear, clip, c
     assert rc == 2
     err = capsys.readouterr().err
     assert "--n-masks does not apply to --method saliency" in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_of_an_attribution_folder_without_controls_says_how_to_make_them(tmp_path, linear, clip, capsys):
+    out = tmp_path / "s"
+    assert main(["attribute", str(clip), "--method", "saliency", "--out", str(out), *linear, "--no-evaluation"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 2
+    assert "--model demo" in capsys.readouterr().err
+    assert main(["report", str(out), "--no-evaluation"]) == 0
+    assert "No controls yet" in (out / "report.html").read_text()

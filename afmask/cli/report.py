@@ -84,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     from afmask.evaluate import EVALUATION_FILE
 
     out = Path(args.dir)
+    from afmask.api import is_attribution_folder
+
+    if is_attribution_folder(out):  # written by afmask attribute: its controls, then its page
+        return _report_attribution(out, args)
     load_run(out)  # a clear error for a folder that is not a finished run
     model_given = bool(args.model or args.arch or args.params)
     if model_given or args.evaluate:
@@ -98,5 +102,21 @@ def run(args: argparse.Namespace) -> int:
             "(or --no-evaluation for a report of the training only)"
         )
     path = write_report(out, embed_audio=not args.link_audio, require_evaluation=not args.no_evaluation)
+    print(f"afmask report: wrote {path}")
+    return 0
+
+
+def _report_attribution(out: Path, args: argparse.Namespace) -> int:
+    """An attribution folder: compute its controls when a model is given (or --evaluate), then write report.html."""
+    from afmask.api import CONTROLS_FILE, evaluate_attribution, write_attribution_report
+
+    if args.model or args.arch or args.params or args.evaluate:
+        doc = evaluate_attribution(out, model_from_args(args), progress=not args.no_progress)
+        print(f"afmask report: {doc['stratified']['verdict']}")
+        print(f"  {doc['global']['verdict']}")
+    elif not (out / CONTROLS_FILE).exists() and not args.no_evaluation:
+        raise ValueError(f"{out} has no {CONTROLS_FILE} yet; the controls need the model: `afmask report {out} --model demo` "
+                         "(or --no-evaluation for the map and settings only)")
+    path = write_attribution_report(out)
     print(f"afmask report: wrote {path}")
     return 0
