@@ -331,3 +331,23 @@ def test_bad_settings_are_refused_early():
         Saliency(model).attribute(np.zeros((3, 4), np.float32))
     with pytest.raises(ValueError, match="NaN"):
         Attribution(np.full((2, 2), np.nan), "x", {}, 0.0)
+
+
+def test_the_comparison_script_tabulates_rows_per_method():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "compare_methods.py"
+    spec = importlib.util.spec_from_file_location("compare_methods", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = [{"clip": c, "method": m, "seconds": 2.0, "most_random": mr, "least_random": lr, "most_shifted": 0.1,
+             "most_shifted_worst": ms, "stratified_passes": mr > 0 and lr <= 0 and ms > 0, "gap": 0.3, "gap_energy": 0.5,
+             "tied_share": 0.0, "spearman_energy": 0.2}
+            for c, m, mr, lr, ms in (("a", "ig", 0.2, -0.1, 0.05), ("b", "ig", 0.1, 0.1, -0.01), ("a", "rise", -0.1, 0.0, 0.0))]
+    table = module.summary_table(rows, ["saliency", "ig", "rise"])
+    lines = table.splitlines()
+    ig = next(line for line in lines if line.startswith("| ig |"))
+    assert "+0.150 (2/2)" in ig and "+0.000 (1/2)" in ig and "| 1/2 |" in ig and "0.300 (0/2)" in ig
+    assert not any(line.startswith("| saliency |") for line in lines)  # no rows, no line
+    assert "Means over 2 clips (a, b)" in table
