@@ -94,8 +94,8 @@ def ties_verdict(t: dict) -> str:
     """One line about the ties of a map."""
     share = t.get("at_bound_share", t["most_common_share"])
     where = f"at the bound ({t['bound']:.3g})" if "bound" in t else f"at one value ({t['most_common_value']:.3g})"
-    warn = "WARNING: " if share >= 0.10 else ""
-    return (f"{warn}ties: {100 * share:.1f}% of the points are {where}, {100 * t['tied_share']:.1f}% share their value "
+    head = "WARNING: fails" if share >= 0.10 else "passes"
+    return (f"{head}: ties: {100 * share:.1f}% of the points are {where}, {100 * t['tied_share']:.1f}% share their value "
             f"with another point; their order is arbitrary and is broken at random in the rankings")
 
 
