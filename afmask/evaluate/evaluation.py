@@ -29,7 +29,8 @@ from typing import Any, Optional
 import numpy as np
 
 from afmask.evaluate.curves import KINDS, METRICS, compute_curves, percent_grid, score_at
-from afmask.evaluate.importance import importance, ranking
+from afmask.evaluate.controls import tie_broken_order
+from afmask.evaluate.importance import importance
 from afmask.evaluate.renditions import (
     render,
     rendition_magnitudes,
@@ -349,7 +350,8 @@ def evaluate(
     scorer = Scorer(fft, mag, model, config.variant, stats=config.stats, noise=config.noise,
                     transcript=transcript, batch=settings.batch)
     metric = _metric(scorer.clean_text)
-    rankings = {"explanation": ranking(imp), "energy": ranking(mag)}
+    # equal importances (e.g. every point at the bound m_max) have no order: broken at random, not by position
+    rankings = {"explanation": tie_broken_order(imp, settings.seed), "energy": tie_broken_order(mag, settings.seed)}
     n = mag.size
     for i in range(settings.random_seeds):
         rankings[f"random{i}"] = np.random.default_rng([settings.seed, 7, i]).permutation(n)
