@@ -258,3 +258,25 @@ def test_randomisation_check_against_its_seed_ceiling(utterance):
     assert abs(res["levels"][-1]["within_deciles"]) < 0.3 and res["passes"] is True
     assert res["verdict"].startswith("passes: model randomisation (he_normal")
     assert res["levels"][-1]["output"]["distinct_tokens"] > 1
+
+
+# -- afmask validate ----------------------------------------------------------------------------------------------
+def test_validate_explains_the_blind_model_and_writes_its_verdict(tmp_path, utterance):
+    import json
+
+    from afmask.api import validate
+    from afmask.cli import main
+    from afmask.io import write_audio
+    from afmask.mask import MaskConfig
+
+    audio = tmp_path / "utt.wav"
+    write_audio(audio, utterance["samples"])
+    cfg = MaskConfig.preset("default", iterations=3, samples=1)
+    res = validate(audio, tmp_path / "run", model=conv_model(), config=cfg, band=(0, 21), progress=False)
+    doc = json.loads((tmp_path / "run" / "validation.json").read_text())
+    assert doc["verdict"] == res["verdict"] and doc["band"] == [0, 21] and doc["iterations"] == 3
+    assert 0 <= doc["map_top_share"] <= 1 and doc["energy_top_share"] > 0 and (tmp_path / "run" / "m.npy").exists()
+    with pytest.raises(SystemExit):
+        main(["validate", str(audio), "--out", str(tmp_path / "x")])  # neither --blind-band nor --blind-frames
+    with pytest.raises(ValueError, match="exactly one"):
+        validate(audio, tmp_path / "run3", model=conv_model(), config=cfg, progress=False)

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 #: Sub-commands, each a module ``afmask.cli.<name>`` with ``register(subparsers)``.
-COMMANDS = ["info", "demo", "explain", "attribute", "report", "compare", "regress", "transcribe", "features", "bench"]
+COMMANDS = ["info", "demo", "explain", "attribute", "report", "compare", "regress", "transcribe", "features", "bench", "validate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,12 @@ def add_evaluation_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-sanity", action="store_true", help="skip the model-randomisation sanity check")
     g.add_argument("--sanity-iterations", type=int, metavar="N", help="iterations of each sanity re-run (default 25)")
     g.add_argument("--sanity-levels", type=int, metavar="N", help="cascade levels of the sanity check (default 4)")
+    g.add_argument("--no-controls", action="store_true", help="skip the controls (energy-stratified deletion, ties, "
+                                                               "plausibility against word alignments)")
+    g.add_argument("--randomisation", action="store_true", help="also run the randomisation check with He-normal "
+                                                                 "re-draws and energy taken out (3 explanations: minutes)")
+    g.add_argument("--randomisation-iterations", type=int, metavar="N",
+                   help="iterations of each explanation of the randomisation check (default 100)")
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -31,11 +37,13 @@ def settings_from_args(args: argparse.Namespace):
     s = EvaluationSettings()
     if getattr(args, "percent", None):
         s.percents = tuple(args.percent)
-    for name in ("soft_db", "step", "random_seeds", "sanity_iterations", "sanity_levels"):
+    for name in ("soft_db", "step", "random_seeds", "sanity_iterations", "sanity_levels", "randomisation_iterations"):
         if getattr(args, name, None) is not None:
             setattr(s, name, getattr(args, name))
     s.wav = bool(getattr(args, "wav", False))
     s.sanity = not getattr(args, "no_sanity", False)
+    s.controls = not getattr(args, "no_controls", False)
+    s.randomisation = bool(getattr(args, "randomisation", False))
     s.validate()
     return s
 
@@ -67,6 +75,8 @@ def print_evaluation(result) -> None:
     print(f"  {result.energy_note}")
     if result.sanity:
         print(f"  sanity check: {result.sanity['note']}")
+    for name, c in (result.controls or {}).items():
+        print(f"  {name}: {c['verdict']}")
 
 
 def evaluate_and_print(out, model, progress: bool) -> None:

@@ -94,8 +94,8 @@ def ties_verdict(t: dict) -> str:
     """One line about the ties of a map."""
     share = t.get("at_bound_share", t["most_common_share"])
     where = f"at the bound ({t['bound']:.3g})" if "bound" in t else f"at one value ({t['most_common_value']:.3g})"
-    warn = "WARNING: " if share >= 0.10 else ""
-    return (f"{warn}ties: {100 * share:.1f}% of the points are {where}, {100 * t['tied_share']:.1f}% share their value "
+    head = "WARNING: fails" if share >= 0.10 else "passes"
+    return (f"{head}: ties: {100 * share:.1f}% of the points are {where}, {100 * t['tied_share']:.1f}% share their value "
             f"with another point; their order is arbitrary and is broken at random in the rankings")
 
 
@@ -310,11 +310,12 @@ def _summarise(kind: str, mode: str, curves: dict, areas: dict, names: list, lev
         most, least = areas["most"][mt], areas["least"][mt]
         diff["most-random"][mt] = _sub(most, rm)
         diff["least-random"][mt] = _sub(least, rm)
-        per_shift = [_sub(most, areas[s][mt]) for s in shifted]
-        diff["most-shifted"][mt] = _mean(per_shift)
-        diff["most-shifted_min"][mt] = min((d for d in per_shift if d is not None), default=None)
         # deletion: the most important should hurt most; insertion: keeping them should hurt least
         sign = 1.0 if kind == "deletion" else -1.0
+        per_shift = [d for d in (_sub(most, areas[s][mt]) for s in shifted) if d is not None]
+        diff["most-shifted"][mt] = _mean(per_shift)
+        # the shift the map does worst against (smallest difference for deletion, largest for insertion)
+        diff["most-shifted_min"][mt] = min(per_shift, key=lambda d: sign * d) if per_shift else None
         mr, lr, ms = diff["most-random"][mt], diff["least-random"][mt], diff["most-shifted_min"][mt]
         sd = random_sd[mt] or 0.0
         p = {
@@ -336,15 +337,17 @@ def _verdict_line(kind, how, mt, mr, ms, lr, sd, p) -> str:
         ok = p["beats_random_clearly"] and p["beats_shifted"] and p["least_no_worse_than_random"]
         head = "passes" if ok else "WARNING: fails"
         return (f"{head}: within energy deciles ({how}, {name}), most-important deletion "
-                f"{'beats' if p['beats_random'] else 'does not beat'} random by {f(mr)} AUC (random sd {sd:.3f}) and "
-                f"{'beats' if p['beats_shifted'] else 'does not beat'} the time-shifted map by {f(ms)} (worst shift); "
-                f"least-important deletion hurts {f(lr)} {'less' if p['least_no_worse_than_random'] else 'MORE'} than random")
+                f"{'beats' if p['beats_random'] else 'does not beat'} random (AUC difference {f(mr)}, random sd "
+                f"{sd:.3f}) and {'beats' if p['beats_shifted'] else 'does not beat'} the time-shifted map (worst shift "
+                f"{f(ms)}); least-important deletion hurts {'less' if p['least_no_worse_than_random'] else 'MORE'} "
+                f"than random ({f(lr)})")
     ok = p["beats_random_clearly"] and p["beats_shifted"] and p["least_no_worse_than_random"]
     head = "passes" if ok else "WARNING: fails"
-    return (f"{head}: within energy deciles ({how}, {name}), keeping only the most important points "
-            f"{'hurts less' if p['beats_random'] else 'does not hurt less'} than keeping random ones by {f(mr)} AUC "
-            f"(random sd {sd:.3f}), and vs the time-shifted map by {f(ms)} (worst shift); keeping the least important "
-            f"differs from random by {f(lr)}")
+    word = lambda good: "less" if good else "MORE"  # noqa: E731
+    return (f"{head}: within energy deciles ({how}, {name}), keeping only the most important x% of every decile hurts "
+            f"{word(p['beats_random'])} than keeping a random x% (AUC difference {f(mr)}, random sd {sd:.3f}) and "
+            f"{word(p['beats_shifted'])} than keeping the time-shifted map's (worst shift {f(ms)}); keeping only the "
+            f"least important hurts {'more' if p['least_no_worse_than_random'] else 'LESS'} than random ({f(lr)})")
 
 
 def _json_ready(obj):
