@@ -24,8 +24,10 @@ model:
 
 OUT/results.csv has one row per clip and method; OUT/table.md the summary per
 method (mean over clips, and how many clips pass). Each method's row is
-written as soon as it is done (OUT/CLIP/METHOD/controls.json), and a rerun
-reuses it (--again recomputes).
+written as soon as it is done (OUT/CLIP/METHOD/row.json), and a rerun
+reuses it (--again recomputes). Each method folder is an attribution folder
+(importance.npy, attribution.json, config.json, controls.json), so
+``afmask compare OUT/CLIP/*/`` ranks the methods of one clip per control.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def global_gaps(scorer: Scorer, rankings: dict, step: float) -> dict:
 
 
 def run_clip(clip: Path, out: Path, args, model, blind: bool) -> list[dict]:
-    """Every method on one clip; each method's row is kept in OUT/CLIP/METHOD/controls.json and reused by a rerun."""
+    """Every method on one clip; each method's row is kept in OUT/CLIP/METHOD/row.json and reused by a rerun."""
     samples = load_audio(clip)
     feats = features(samples)
     fft, mag = feats["fft"], feats["magnitude"]
@@ -103,9 +105,11 @@ def run_clip(clip: Path, out: Path, args, model, blind: bool) -> list[dict]:
     opts = options(args)
     rows = []
     for name in args.methods:
-        saved = out / name / "controls.json"
+        saved = out / name / "row.json"
+        if not saved.is_file() and (out / name / "controls.json").is_file():
+            upgrade(out / name, clip, name)  # a folder of this script's first layout (row inside controls.json)
         if saved.is_file() and not args.again:
-            rows.append(json.loads(saved.read_text())["row"])
+            rows.append(json.loads(saved.read_text()))
             continue
         if reference is None:
             reference = global_gaps(scorer, {"energy": tie_broken_order(mag, 0),
@@ -144,13 +148,34 @@ def run_clip(clip: Path, out: Path, args, model, blind: bool) -> list[dict]:
                                  band=(lo, hi), magnitude=mag)
                 row[f"blind_{lo}_{hi - 1}"] = res["map_top_share"]
                 row[f"blind_{lo}_{hi - 1}_energy"] = res["energy_top_share"]
-        with atomic_write(saved) as f:
-            f.write(json.dumps({"row": row, "controls": ctl, "attribution": a.to_dict()}, indent=1).encode())
+        ctl["global"] = {"metric": "cer_clean", "gap": {"map": gap, "energy": reference["energy"], "random0": reference["random"]},
+                         "beats_energy": bool(gap > reference["energy"]),
+                         "verdict": f"global deletion/insertion gap {gap:.3f}, energy {reference['energy']:.3f}"}
+        write_folder(out / name, clip, a.to_dict(), ctl, row)
         print(f"  {name}: {a.seconds:.1f} s to explain, {time.perf_counter() - t0:.1f} s with the controls; "
               f"most-random {row['most_random']:+.3f}, least-random {row['least_random']:+.3f}, "
               f"most-shifted {row['most_shifted']:+.3f}, gap {row['gap']:.3f} (energy {row['gap_energy']:.3f})", flush=True)
         rows.append(row)
     return rows
+
+
+def write_folder(folder: Path, clip: Path, attribution: dict, controls: dict, row: dict) -> None:
+    """config.json and controls.json as afmask attribute writes them (afmask compare reads them), and row.json."""
+    controls = {**controls, "method": attribution["method"], "seconds": attribution["seconds"], "audio": str(clip)}
+    config = {"method": attribution["method"], "audio": str(clip), "model": "demo", "settings": attribution["settings"]}
+    for name, doc in (("config.json", config), ("controls.json", controls), ("row.json", row)):
+        with atomic_write(folder / name) as f:
+            f.write(json.dumps(doc, indent=1, default=str).encode())
+
+
+def upgrade(folder: Path, clip: Path, name: str) -> None:
+    """Rewrite a folder of the first layout (controls.json holding row, controls and attribution)."""
+    doc = json.loads((folder / "controls.json").read_text())
+    row, ctl = doc["row"], doc["controls"]
+    ctl["global"] = {"metric": "cer_clean", "gap": {"map": row["gap"], "energy": row["gap_energy"], "random0": row["gap_random"]},
+                     "beats_energy": bool(row["gap"] > row["gap_energy"]),
+                     "verdict": f"global deletion/insertion gap {row['gap']:.3f}, energy {row['gap_energy']:.3f}"}
+    write_folder(folder, clip, doc["attribution"], ctl, row)
 
 
 def fmt(v, digits=3, sign=False) -> str:
@@ -215,7 +240,7 @@ def main(argv=None) -> int:
     p.add_argument("--step", type=float, default=10.0, help="grid step (per cent) of the global deletion/insertion curves")
     p.add_argument("--modes", nargs="+", default=["zero"], choices=["zero", "noise"],
                    help="deletion by zeroing and/or by relative noise in the stratified control (default: zero; noise doubles its cost)")
-    p.add_argument("--again", action="store_true", help="recompute methods that already have their controls.json")
+    p.add_argument("--again", action="store_true", help="recompute methods that already have their row.json")
     p.add_argument("--progress", action="store_true")
     args = p.parse_args(argv)
     clips = args.clips or [c for c in DEFAULT_CLIPS if c.is_file()]
