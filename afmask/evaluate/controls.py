@@ -202,9 +202,9 @@ def stratified_deletion(
     t0 = time.perf_counter()
     fft = np.asarray(fft, dtype=np.float32)
     imp = np.asarray(importance, dtype=np.float64)
-    K, T = fft.shape[0] // 2, fft.shape[1]
     if fft.ndim != 2 or fft.shape[0] % 2:
         raise ValueError(f"the clean FFT must be (2K, T) with interleaved Re/Im rows, got shape {fft.shape}")
+    K, T = fft.shape[0] // 2, fft.shape[1]
     if imp.shape != (K, T):
         raise ValueError(f"the importance map must be (K, T) = ({K}, {T}) for an FFT {fft.shape}, got {imp.shape}")
     fracs = sorted(float(x) for x in fractions)

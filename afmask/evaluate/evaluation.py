@@ -8,7 +8,14 @@ all, ``evaluation.json`` (every number the report shows), ``curves.csv``
 Importance per time-frequency point (:mod:`afmask.evaluate.importance`): the
 noise scale of a bin is the RMS of its (Re, Im) pair of m,
 ``s = sqrt((m_re^2 + m_im^2) / 2)``, and importance is ``-log s``: small
-noise scale = important. Rankings order the points by importance.
+noise scale = important. Rankings order the points by importance, equal
+importances (points at the bound m_max) in random order.
+
+The controls (:mod:`afmask.evaluate.controls`, ``evaluation.json["controls"]``)
+ask what the map shows beyond loudness: energy-stratified deletion and
+insertion, ties, plausibility against a word alignment, and (optional, it
+re-explains three times) the randomisation check with He-normal re-draws and
+energy taken out (:func:`afmask.evaluate.sanity.randomisation_check`).
 """
 
 from __future__ import annotations
@@ -429,11 +436,12 @@ def _controls(config: MaskConfig, fft, mag, model: Module, imp, scorer: Scorer, 
     out: dict = {}
     if settings.controls:
         level = settings.control_noise_level or (config.m_max if config.m_max is not None else 10.0)
+        # importance -log s of a point whose Re and Im noise scales both sit at the bound
         bound = -math.log(config.m_max) if config.m_max is not None else None
         out = evaluate_map(fft, model, imp, magnitude=mag, words=words, bound=bound, variant=config.variant,
                            stats=config.stats, fractions=settings.control_fractions,
                            seeds=tuple(settings.seed + i for i in range(settings.control_seeds)),
-                           noise_level=level, batch=max(settings.batch, 16), seed=settings.seed, scorer=scorer)
+                           noise_level=level, seed=settings.seed, scorer=scorer)
     if settings.randomisation:
         cfg = short_config(config, settings.randomisation_iterations, settings.randomisation_samples)
 
