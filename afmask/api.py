@@ -307,11 +307,18 @@ def compare_runs(
     runs = []
     for i, d in enumerate(dirs):
         d = Path(d)
+        if is_attribution_folder(d):  # afmask attribute's folders: ranked per control (below)
+            runs.append(_attribution_entry(d, labels[i] if labels else None))
+            continue
         config, m, feats, _ = load_run(d)
         runs.append({"dir": d, "label": labels[i] if labels else None, "config": config,
-                     "evaluation": read_evaluation(d, expected=run_digests(config, m, feats)),
-                     "summary": _read_json(d / "summary.json")})
-    html, table = render_comparison(runs)
+                     "evaluation": read_evaluation(d, expected=run_digests(config, m, feats)), "summary": _read_json(d / "summary.json")})
+    if any("controls" in r for r in runs):
+        from afmask.report.compare import render_method_ranking
+
+        html, table = render_method_ranking([r if "controls" in r else _run_as_method(r) for r in runs])
+    else:
+        html, table = render_comparison(runs)
     out_html = Path(out_html)
     if out_html.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"{out_html}: the comparison page must end in .html")
@@ -330,3 +337,190 @@ def _read_json(path: Path) -> dict:
             return json.load(f)
     except (OSError, ValueError):
         return {}
+
+
+# -- ground truth: a model blind to a band or a time window ---------------------------------------------------
+VALIDATION_FILE = "validation.json"
+
+
+def validate(
+    audio: os.PathLike,
+    out: os.PathLike,
+    model: Optional[Module] = None,
+    config: Optional[MaskConfig] = None,
+    band: Optional[Sequence[int]] = None,
+    frames: Optional[Sequence[int]] = None,
+    progress: bool = True,
+    resample: bool = False,
+    channel: Optional[int] = None,
+    allow_clipping: bool = False,
+    model_name: str = "demo",
+) -> dict:
+    """Explain ``audio`` with ``model`` made blind to bins ``band`` = (LO, HI) or frames ``frames`` = (A, B) and
+    write the run folder ``out`` and ``out/validation.json``: where the blind region falls in the map's top 20 %
+    against energy's, and how much the region still changes the blind model's output."""
+    from afmask.evaluate.controls import blind_test
+    from afmask.evaluate.importance import importance
+    from afmask.io.files import atomic_write
+    from afmask.model import demo_model
+    from afmask.model.blind import blind_to_band, blind_to_frames
+
+    if (band is None) == (frames is None):
+        raise ValueError("validate needs exactly one of --blind-band LO:HI and --blind-frames A:B")
+    config = config or MaskConfig.preset("default")
+    model = model if model is not None else demo_model()
+    samples = load_audio(audio, resample=resample, channel=channel, allow_clipping=allow_clipping)
+    feats = features(samples, stats=config.stats)
+    T = feats["fft"].shape[1]
+    if band is not None:
+        blind, what = blind_to_band(model, int(band[0]), int(band[1])), f"blind to bins {band[0]}:{band[1]}"
+    else:
+        blind, what = blind_to_frames(model, int(frames[0]), int(frames[1]), T), f"blind to frames {frames[0]}:{frames[1]}"
+    expl = explain(audio, out, model=blind, config=config, progress=progress, resample=resample, channel=channel,
+                   allow_clipping=allow_clipping, model_name=f"{model_name}, {what}")
+    res = blind_test(expl.fft, model, None, band=tuple(band) if band is not None else None,
+                     frames=tuple(frames) if frames is not None else None, magnitude=expl.magnitude,
+                     variant=config.variant, stats=config.stats, seed=config.seed, importance=importance(expl.result.m))
+    res.update(audio=os.fspath(audio), mode=config.mode, iterations=expl.result.iterations, model=model_name)
+    with atomic_write(Path(out) / VALIDATION_FILE) as f:
+        f.write(json.dumps(res, indent=1).encode())
+    return res
+
+
+# -- the other attribution methods (afmask.attribute) ------------------------------------------------------
+#: The controls of an attribution folder, written by :func:`evaluate_attribution`.
+CONTROLS_FILE = "controls.json"
+
+
+def is_attribution_folder(out: os.PathLike) -> bool:
+    """Whether DIR was written by :func:`attribute` (``afmask attribute``)."""
+    from afmask.attribute import ATTRIBUTION_FILE
+
+    return (Path(out) / ATTRIBUTION_FILE).is_file()
+
+
+def attribute(
+    audio: os.PathLike,
+    out: os.PathLike,
+    method: str = "saliency",
+    model: Optional[Module] = None,
+    options: Optional[dict] = None,
+    progress: bool = True,
+    resample: bool = False,
+    channel: Optional[int] = None,
+    allow_clipping: bool = False,
+    model_name: str = "demo",
+):
+    """Explain one utterance with an afmask.attribute method (``options``: its constructor arguments) and write DIR:
+    importance.npy (K, T), attribution.json, config.json, features.npz, heatmap.png (and m.npy for the mask)."""
+    from afmask.attribute import make_method
+    from afmask.io.files import atomic_write
+    from afmask.model import demo_model
+    from afmask.report.plots import plot_importance
+
+    model = model if model is not None else demo_model()
+    samples = load_audio(audio, resample=resample, channel=channel, allow_clipping=allow_clipping)
+    feats = features(samples)
+    explainer = make_method(method, model, **(options or {}))
+    result = explainer.attribute(feats, progress=progress)
+    out = Path(out)
+    result.save(out)
+    save_arrays(out / FEATURES_FILE, {"fft": feats["fft"], "magnitude": feats["magnitude"], "samples": samples})
+    config = {"method": method, "audio": os.fspath(audio), "model": model_name, "settings": result.settings}
+    with atomic_write(out / "config.json") as f:
+        f.write(json.dumps(config, indent=2, default=str).encode())
+    if method == "mask" and getattr(explainer, "last_result", None) is not None:
+        with atomic_write(out / "m.npy") as f:
+            np.save(f, explainer.last_result.m.astype(np.float32))
+    plot_importance(feats["magnitude"], result.importance, out / "heatmap.png", title=f"{Path(audio).name}, {method}")
+    return result
+
+
+def evaluate_attribution(
+    out: os.PathLike,
+    model: Optional[Module] = None,
+    modes: Sequence[str] = ("zero",),
+    kinds: Sequence[str] = ("deletion", "insertion"),
+    progress: bool = True,
+) -> dict:
+    """The controls of an attribution folder's map with its model (default: the demo model): energy-stratified
+    deletion, ties, plausibility (with a .words.json beside the audio) and the global deletion/insertion gap
+    against energy and random orders; written to DIR/controls.json whole, and returned."""
+    from afmask.attribute import Attribution
+    from afmask.evaluate.controls import evaluate_map, tie_broken_order
+    from afmask.evaluate.curves import compute_curves, percent_grid
+    from afmask.evaluate.evaluation import find_transcript, find_words
+    from afmask.evaluate.scoring import Scorer
+    from afmask.io.files import atomic_write
+    from afmask.model import demo_model
+
+    out = Path(out)
+    result = Attribution.load(out)
+    config = _read_json(out / "config.json")
+    if not (out / FEATURES_FILE).is_file():
+        raise FileNotFoundError(f"{out} has no {FEATURES_FILE}: write it with afmask attribute AUDIO --out {out}")
+    with np.load(out / FEATURES_FILE) as z:
+        fft, mag = z["fft"], z["magnitude"]
+    if result.importance.shape != mag.shape:
+        raise ValueError(f"{out}: the map {result.importance.shape} does not fit the features {mag.shape}")
+    model = model if model is not None else demo_model()
+    audio = config.get("audio", "")
+    transcript, _ = find_transcript(audio) if audio else (None, None)
+    words = find_words(audio, 0.0, mag.shape[1] * 0.01 + 0.015) if audio else []
+    scorer = Scorer(fft, mag, model, "posteriors", noise="relative", transcript=transcript, batch=16)
+    bound = None
+    if result.method == "mask":
+        m_max = result.settings.get("config", {}).get("m_max")
+        bound = -float(np.log(m_max)) if m_max else None
+    doc = evaluate_map(fft, model, result.importance, magnitude=mag, words=words, bound=bound, transcript=transcript,
+                       modes=modes, kinds=kinds, scorer=scorer)
+    rankings = {"map": tie_broken_order(result.importance, 0), "energy": tie_broken_order(mag, 0)}
+    for i in range(3):
+        rankings[f"random{i}"] = np.random.default_rng([0, 7, i]).permutation(mag.size)
+    curves = compute_curves(scorer, rankings, percent_grid(5.0))
+    metric = doc["stratified"]["metric"]
+    gaps = {name: pair["deletion"].area(metric) - pair["insertion"].area(metric) for name, pair in curves.items()}
+    best_random = max(v for k, v in gaps.items() if k.startswith("random"))
+    doc["global"] = {"metric": metric, "gap": gaps, "beats_energy": bool(gaps["map"] > gaps["energy"]),
+                     "beats_random": bool(gaps["map"] > best_random),
+                     "verdict": (f"global deletion/insertion gap AUC(del) - AUC(ins) {gaps['map']:.3f}, energy {gaps['energy']:.3f}, "
+                                 f"best random {best_random:.3f}: {'beats' if gaps['map'] > gaps['energy'] else 'does NOT beat'} energy")}
+    doc["method"], doc["seconds"], doc["audio"] = result.method, result.seconds, audio
+    with atomic_write(out / CONTROLS_FILE) as f:
+        f.write(json.dumps(doc, indent=1).encode())
+    return doc
+
+
+def _attribution_entry(d: Path, label: Optional[str]) -> dict:
+    """An attribution folder as an entry of the method ranking (its controls.json is needed)."""
+    doc = _read_json(d / "attribution.json")
+    if not (d / CONTROLS_FILE).is_file():
+        raise FileNotFoundError(f"{d} has no {CONTROLS_FILE}: run `afmask attribute AUDIO --method {doc.get('method', 'M')} "
+                                f"--out {d}` without --no-evaluation")
+    return {"dir": d, "label": label, "method": doc.get("method"), "audio": _read_json(d / "config.json").get("audio"),
+            "seconds": doc.get("seconds"), "controls": _read_json(d / CONTROLS_FILE)}
+
+
+def _run_as_method(run: dict) -> dict:
+    """An evaluated mask run folder as an entry of the method ranking: its global gaps (and its controls, if evaluated)."""
+    ev, cfg = run["evaluation"], run["config"]
+    mt = ev["metric"]
+    gaps = {("map" if k == "explanation" else k): v["gap"].get(mt) for k, v in ev["areas"].items()}
+    controls = dict(ev.get("controls") or {})
+    controls["global"] = {"metric": mt, "gap": gaps, "beats_energy": ev.get("beats_energy")}
+    return {"dir": run["dir"], "label": run["label"], "method": f"mask ({cfg.mode})", "audio": cfg.audio,
+            "seconds": (run.get("summary") or {}).get("seconds"), "controls": controls}
+
+
+def write_attribution_report(out: os.PathLike) -> Path:
+    """Build DIR/report.html of an attribution folder from its files (the controls from controls.json, if there)."""
+    from afmask.io.files import atomic_write
+    from afmask.report.attribution import render_attribution_report
+
+    out = Path(out)
+    controls = _read_json(out / CONTROLS_FILE) or None
+    html = render_attribution_report(out, _read_json(out / "attribution.json"), _read_json(out / "config.json"), controls)
+    path = out / "report.html"
+    with atomic_write(path) as f:
+        f.write(html.encode("utf-8"))
+    return path

@@ -1,6 +1,7 @@
 """The HTML report and the comparison page: built from a tiny evaluated run, checked as text and in headless Chromium."""
 
 import csv
+import html
 import io
 import json
 import os
@@ -64,7 +65,9 @@ def run_dir(tmp_path_factory, audio):
     """A tiny explained and evaluated run with its report."""
     model = tiny_model()
     out = make_run(tmp_path_factory.mktemp("run") / "run", audio, model)
-    _, path = evaluate_and_report(out, model=model, settings=EvaluationSettings(**SETTINGS), progress=False)
+    settings = EvaluationSettings(**SETTINGS, control_fractions=(0.05, 0.2), control_seeds=2, randomisation=True,
+                                  randomisation_iterations=2)
+    _, path = evaluate_and_report(out, model=model, settings=settings, progress=False)
     assert path == out / "report.html"
     return out
 
@@ -88,8 +91,11 @@ def test_report_is_one_offline_page_with_every_part(run_dir):
     assert (data["K"], data["T"]) == feats["magnitude"].shape
     assert data["frame_s"] == 0.01 and data["bin_hz"] == 31.25
     assert len(data["words"]) >= 1 and data["words"][0]["t"] == "unless"
-    # plots: curves, sanity check, training
-    assert page.count('src="data:image/png;base64,') == 3
+    # plots: curves, sanity check, training; the controls' stratified curves, plausibility and randomisation
+    assert page.count('src="data:image/png;base64,') == 6
+    assert sorted(ev["controls"]) == ["plausibility", "randomisation", "stratified", "ties"]
+    for c in ev["controls"].values():  # every control's verdict line is on the page
+        assert html.escape(c["verdict"]) in page
     # verdict, energy comparison, sanity note and settings
     assert ev["verdict"].split(":")[0] in page
     assert "signal energy" in page and "Spearman" in page

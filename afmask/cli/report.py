@@ -22,6 +22,12 @@ def add_evaluation_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-sanity", action="store_true", help="skip the model-randomisation sanity check")
     g.add_argument("--sanity-iterations", type=int, metavar="N", help="iterations of each sanity re-run (default 25)")
     g.add_argument("--sanity-levels", type=int, metavar="N", help="cascade levels of the sanity check (default 4)")
+    g.add_argument("--no-controls", action="store_true", help="skip the controls (energy-stratified deletion, ties, "
+                                                               "plausibility against word alignments)")
+    g.add_argument("--randomisation", action="store_true", help="also run the randomisation check with He-normal "
+                                                                 "re-draws and energy taken out (3 explanations: minutes)")
+    g.add_argument("--randomisation-iterations", type=int, metavar="N",
+                   help="iterations of each explanation of the randomisation check (default 100)")
 
 
 #: Curve steps finer than this (per cent) cost thousands of forward passes for no visible difference.
@@ -63,11 +69,13 @@ def settings_from_args(args: argparse.Namespace):
     s = EvaluationSettings()
     if getattr(args, "percent", None):
         s.percents = tuple(args.percent)
-    for name in ("soft_db", "step", "random_seeds", "sanity_iterations", "sanity_levels"):
+    for name in ("soft_db", "step", "random_seeds", "sanity_iterations", "sanity_levels", "randomisation_iterations"):
         if getattr(args, name, None) is not None:
             setattr(s, name, getattr(args, name))
     s.wav = bool(getattr(args, "wav", False))
     s.sanity = not getattr(args, "no_sanity", False)
+    s.controls = not getattr(args, "no_controls", False)
+    s.randomisation = bool(getattr(args, "randomisation", False))
     s.validate()
     return s
 
@@ -99,6 +107,8 @@ def print_evaluation(result) -> None:
     print(f"  {result.energy_note}")
     if result.sanity:
         print(f"  sanity check: {result.sanity['note']}")
+    for name, c in (result.controls or {}).items():
+        print(f"  {name}: {c['verdict']}")
 
 
 def evaluate_and_print(out, model, progress: bool) -> None:
@@ -120,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
     if args.transcript is not None and not Path(args.transcript).is_file():
         raise FileNotFoundError(f"{args.transcript}: no such transcript file (--transcript)" if not Path(args.transcript).exists()
                                 else f"{args.transcript}: is a folder, not a transcript file (--transcript)")
+    from afmask.api import is_attribution_folder
+
+    if is_attribution_folder(out):  # written by afmask attribute: its controls, then its page
+        return _report_attribution(out, args)
     load_run(out)  # a clear error for a folder that is not a finished run
     model_given = bool(args.model or args.arch or args.params)
     if model_given or args.evaluate:
@@ -140,5 +154,21 @@ def run(args: argparse.Namespace) -> int:
 
         raise RunFileError(out / EVALUATION_FILE, f"is damaged or from another version ({type(e).__name__}: {e})",
                            f"evaluate the run again: `afmask report {out} --model demo` (or --arch A.arch --params P.af)") from None
+    print(f"afmask report: wrote {path}")
+    return 0
+
+
+def _report_attribution(out: Path, args: argparse.Namespace) -> int:
+    """An attribution folder: compute its controls when a model is given (or --evaluate), then write report.html."""
+    from afmask.api import CONTROLS_FILE, evaluate_attribution, write_attribution_report
+
+    if args.model or args.arch or args.params or args.evaluate:
+        doc = evaluate_attribution(out, model_from_args(args), progress=not args.no_progress)
+        print(f"afmask report: {doc['stratified']['verdict']}")
+        print(f"  {doc['global']['verdict']}")
+    elif not (out / CONTROLS_FILE).exists() and not args.no_evaluation:
+        raise ValueError(f"{out} has no {CONTROLS_FILE} yet; the controls need the model: `afmask report {out} --model demo` "
+                         "(or --no-evaluation for the map and settings only)")
+    path = write_attribution_report(out)
     print(f"afmask report: wrote {path}")
     return 0

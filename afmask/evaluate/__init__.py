@@ -5,6 +5,15 @@ bin's noise scale is ``sqrt((m_re^2 + m_im^2) / 2)`` and importance is minus
 its log, so small noise scale = important (:mod:`afmask.evaluate.importance`).
 """
 
+from afmask.evaluate.controls import (
+    blind_test,
+    energy_strata,
+    evaluate_map,
+    plausibility,
+    stratified_deletion,
+    tie_broken_order,
+    ties,
+)
 from afmask.evaluate.curves import (
     Curve,
     apply_mask,
@@ -36,6 +45,7 @@ from afmask.evaluate.renditions import (
 from afmask.evaluate.sanity import (
     cascade,
     parameter_layers,
+    randomisation_check,
     randomised,
     sanity_check,
     spearman,
@@ -48,4 +58,6 @@ __all__ = [
     "find_transcript", "find_words", "half_verdict", "importance", "normalise", "parameter_layers", "percent_grid",
     "randomised", "ranking", "read_evaluation", "removal_mask", "render", "rendition_magnitudes", "rendition_plan",
     "safe_cer", "sanity_check", "spearman",
+    "blind_test", "energy_strata", "evaluate_map", "plausibility", "randomisation_check", "stratified_deletion",
+    "tie_broken_order", "ties",
 ]

@@ -8,7 +8,14 @@ all, ``evaluation.json`` (every number the report shows), ``curves.csv``
 Importance per time-frequency point (:mod:`afmask.evaluate.importance`): the
 noise scale of a bin is the RMS of its (Re, Im) pair of m,
 ``s = sqrt((m_re^2 + m_im^2) / 2)``, and importance is ``-log s``: small
-noise scale = important. Rankings order the points by importance.
+noise scale = important. Rankings order the points by importance, equal
+importances (points at the bound m_max) in random order.
+
+The controls (:mod:`afmask.evaluate.controls`, ``evaluation.json["controls"]``)
+ask what the map shows beyond loudness: energy-stratified deletion and
+insertion, ties, plausibility against a word alignment, and (optional, it
+re-explains three times) the randomisation check with He-normal re-draws and
+energy taken out (:func:`afmask.evaluate.sanity.randomisation_check`).
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ from typing import Any, Optional
 import numpy as np
 
 from afmask.evaluate.curves import KINDS, METRICS, compute_curves, percent_grid, score_at
-from afmask.evaluate.importance import importance, ranking
+from afmask.evaluate.controls import tie_broken_order
+from afmask.evaluate.importance import importance
 from afmask.evaluate.renditions import (
     render,
     rendition_magnitudes,
@@ -102,6 +110,20 @@ class EvaluationSettings:
     #: inputs per forward pass when scoring.
     batch: int = 8
     seed: int = 0
+    #: the controls (afmask.evaluate.controls): energy-stratified deletion and insertion, ties, plausibility.
+    controls: bool = True
+    #: shares of every energy decile the stratified control deletes.
+    control_fractions: tuple = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+    #: random selections of the stratified control.
+    control_seeds: int = 3
+    #: relative noise level of the "noise" deletion; None: the run's m_max (10 if unbounded).
+    control_noise_level: Optional[float] = None
+    #: the randomisation check with He-normal re-draws and energy taken out (several explanations: minutes).
+    randomisation: bool = False
+    #: iterations of each of its explanations (no early stop).
+    randomisation_iterations: int = 100
+    #: noise samples per step in them (None: the run's own).
+    randomisation_samples: Optional[int] = None
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting out of range."""
@@ -111,16 +133,24 @@ class EvaluationSettings:
         if self.soft_db is not None and not self.soft_db > 0:
             raise ValueError(f"soft_db must be > 0 dB or None, got {self.soft_db}")
         percent_grid(self.step)
-        for name in ("random_seeds", "sanity_iterations", "sanity_levels", "batch"):
+        for name in ("random_seeds", "sanity_iterations", "sanity_levels", "batch", "control_seeds",
+                     "randomisation_iterations"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.sanity_samples is not None and self.sanity_samples < 1:
             raise ValueError(f"sanity_samples must be >= 1 or None, got {self.sanity_samples}")
+        if self.randomisation_samples is not None and self.randomisation_samples < 1:
+            raise ValueError(f"randomisation_samples must be >= 1 or None, got {self.randomisation_samples}")
+        if not self.control_fractions or not all(0 < float(x) <= 1 for x in self.control_fractions):
+            raise ValueError(f"control_fractions must be in (0, 1], got {self.control_fractions}")
+        if self.control_noise_level is not None and not self.control_noise_level > 0:
+            raise ValueError(f"control_noise_level must be > 0 or None, got {self.control_noise_level}")
 
     def to_dict(self) -> dict:
         """JSON-able settings."""
         d = asdict(self)
         d["percents"] = [float(p) for p in self.percents]
+        d["control_fractions"] = [float(p) for p in self.control_fractions]
         return d
 
 
@@ -147,6 +177,8 @@ class EvaluationResult:
     seconds: dict
     settings: dict
     words: list = field(default_factory=list)
+    #: the controls: {"stratified", "ties", "plausibility"?, "randomisation"?}, each with a "verdict" line.
+    controls: Optional[dict] = None
     format: int = FORMAT
     #: why the model hears nothing in this input (then the verdicts are "not meaningful"); None: it hears it
     hears_nothing: Optional[str] = None
@@ -396,7 +428,8 @@ def evaluate(
     scorer = Scorer(fft, mag, model, config.variant, stats=config.stats, noise=config.noise,
                     transcript=transcript, batch=settings.batch)
     metric = _metric(scorer.clean_text)
-    rankings = {"explanation": ranking(imp), "energy": ranking(mag)}
+    # equal importances (e.g. every point at the bound m_max) have no order: broken at random, not by position
+    rankings = {"explanation": tie_broken_order(imp, settings.seed), "energy": tie_broken_order(mag, settings.seed)}
     n = mag.size
     for i in range(settings.random_seeds):
         rankings[f"random{i}"] = np.random.default_rng([settings.seed, 7, i]).permutation(n)
@@ -453,6 +486,12 @@ def evaluate(
         }
         seconds["sanity"] = time.perf_counter() - t0
 
+    controls = None
+    if settings.controls or settings.randomisation:
+        t0 = time.perf_counter()
+        controls = _controls(config, fft, mag, model, imp, scorer, settings, words, progress)
+        seconds["controls"] = time.perf_counter() - t0
+
     seconds["total"] = time.perf_counter() - t_all
     return EvaluationResult(
         clean_text=scorer.clean_text, transcript=scorer.transcript, metric=metric, verdict=verdict,
@@ -463,8 +502,41 @@ def evaluate(
                        for kind, c in pair.items()} for name, pair in curves.items()},
         renditions=rend_rows, sanity=sanity, importance_vs_energy=spearman(imp, np.log(np.maximum(mag, 1e-12))),
         forwards=scorer.forwards, seconds={k: round(v, 3) for k, v in seconds.items()},
-        settings=settings.to_dict(), words=list(words or []), hears_nothing=deaf,
+        settings=settings.to_dict(), words=list(words or []), hears_nothing=deaf, controls=controls,
     )
+
+
+def _controls(config: MaskConfig, fft, mag, model: Module, imp, scorer: Scorer, settings: EvaluationSettings,
+              words, progress: bool) -> dict:
+    """The controls of :mod:`afmask.evaluate.controls` on the run's map, and the randomisation check if asked."""
+    from afmask.evaluate.controls import evaluate_map
+    from afmask.evaluate.sanity import explain_importance, randomisation_check, short_config
+
+    out: dict = {}
+    if settings.controls:
+        level = settings.control_noise_level or (config.m_max if config.m_max is not None else 10.0)
+        # importance -log s of a point whose Re and Im noise scales both sit at the bound
+        bound = -math.log(config.m_max) if config.m_max is not None else None
+        out = evaluate_map(fft, model, imp, magnitude=mag, words=words, bound=bound, variant=config.variant,
+                           stats=config.stats, fractions=settings.control_fractions,
+                           seeds=tuple(settings.seed + i for i in range(settings.control_seeds)),
+                           noise_level=level, seed=settings.seed, scorer=scorer)
+    if settings.randomisation:
+        cfg = short_config(config, settings.randomisation_iterations, settings.randomisation_samples)
+
+        def explain(net: Module, seed: int) -> np.ndarray:
+            return explain_importance(fft, scorer.clean_input, net, cfg.replace(seed=int(seed)))
+
+        bar = _bar(progress, "afmask evaluate: randomisation check")
+        try:
+            out["randomisation"] = randomisation_check(model, explain, imp, mag, scorer.clean_input,
+                                                       seed=config.seed, progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        out["randomisation"]["iterations"] = settings.randomisation_iterations
+        out["randomisation"]["samples"] = settings.randomisation_samples or config.samples
+    return _json_safe(out)
 
 
 def _sanity_numbers(levels) -> str:

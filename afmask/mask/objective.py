@@ -104,6 +104,7 @@ class MaskObjective:
         self.fftstdev = float(global_mean_stdev(host, stats=stats)[1])
         # the features' own helpers fix K = 257; the objective takes any K (small test networks)
         clean_mag = np.sqrt(host[0::2].astype(np.float64) ** 2 + host[1::2].astype(np.float64) ** 2).astype(np.float32)
+        self.clean_magnitude = clean_mag  # (K, T) float32
         if noise == "absolute":
             self.noise_scale = None
         elif noise == "attenuate":
@@ -269,6 +270,17 @@ class MaskObjective:
         return B.moddims(B.sqrt(B.sum(pairs, [0])), (self.K, d[1], d[2]))
 
     # -- the same by autograd ------------------------------------------------------------------
+    def autograd_input(self, mag: Variable) -> Variable:
+        """Normalised network input (T, K, 1[, S]) from magnitudes (K, T[, S]) as an afmask.fl graph (population stdev)."""
+        S = mag.dims(2)
+        tr = fl.reorder(mag, 1, 0, 2, 3)
+        mean = fl.mean(tr, [0, 1])
+        stdev = fl.sqrt(fl.var(tr, [0, 1], True))
+        inp = (tr - fl.tileAs(mean, tr)) / fl.tileAs(stdev, tr)
+        if S > 1:
+            inp = fl.moddims(inp, (self.T, self.K, 1, S))
+        return inp
+
     def autograd_f(self, m: Variable, eps: Any) -> Variable:
         """``f`` as one afmask.fl graph from ``m`` (a Variable, 2K x T) through the features and the model."""
         B = self.B
@@ -284,13 +296,7 @@ class MaskObjective:
         xt = x + e * mm
         re, im = xt(seq(0, K2 - 2, 2), span, span), xt(seq(1, K2 - 1, 2), span, span)
         mag = fl.sqrt(re * re + im * im)
-        tr = fl.reorder(mag, 1, 0, 2, 3)
-        mean = fl.mean(tr, [0, 1])
-        stdev = fl.sqrt(fl.var(tr, [0, 1], True))
-        inp = (tr - fl.tileAs(mean, tr)) / fl.tileAs(stdev, tr)
-        if S > 1:
-            inp = fl.moddims(inp, (self.T, self.K, 1, S))
-        current = postprocess(self.model(inp), self.variant)
+        current = postprocess(self.model(self.autograd_input(mag)), self.variant)
         pre = self.pre_for(S)
         if pre.type() != dtype:
             pre = Variable(B.astype(pre.array(), dtype), False)

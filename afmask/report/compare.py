@@ -120,3 +120,120 @@ def render_comparison(runs: Sequence[dict]) -> tuple[str, str]:
 </html>
 """
     return page, comparison_csv(rows)
+
+
+# -- attribution methods ranked per control ---------------------------------------------------------------
+#: Columns of the method-ranking CSV, one row per folder.
+METHOD_COLUMNS = (
+    "label", "dir", "method", "audio", "seconds", "metric", "most_random", "least_random", "most_shifted",
+    "most_shifted_worst", "random_sd", "stratified_passes", "gap", "gap_energy", "gap_random_best", "beats_energy",
+    "tied_share", "top10_in_words", "top10_in_words_energy",
+)
+#: The controls methods are ranked by: (column, title, larger is better).
+RANKED_CONTROLS = (
+    ("most_random", "within energy deciles: most-important deletion - random (AUC, larger is better)", True),
+    ("least_random", "within energy deciles: least-important deletion - random (AUC, smaller is better)", False),
+    ("most_shifted", "within energy deciles: most-important deletion - the map shifted in time (AUC, larger is better)", True),
+    ("gap", "global AUC(deletion) - AUC(insertion) (larger is better)", True),
+    ("top10_in_words", "share of the top 10% points inside words (larger is better)", True),
+    ("tied_share", "share of points at the most common value (smaller is better)", False),
+)
+
+
+def _stratified_row(controls: dict) -> dict:
+    """The numbers of evaluate_map's stratified deletion (deletion by zeroing, the verdict metric)."""
+    st = controls.get("stratified") or {}
+    mt = st.get("metric", "cer_clean")
+    dele = ((st.get("modes") or {}).get("zero") or {}).get("deletion")
+    if not dele:
+        return {"metric": mt}
+    p = dele["passes"][mt]
+    return {
+        "metric": mt, "most_random": dele["diff"]["most-random"][mt], "least_random": dele["diff"]["least-random"][mt],
+        "most_shifted": dele["diff"]["most-shifted"][mt], "most_shifted_worst": dele["diff"]["most-shifted_min"][mt],
+        "random_sd": dele["random_sd"][mt],
+        "stratified_passes": bool(p["beats_random_clearly"] and p["beats_shifted"] and p["least_no_worse_than_random"]),
+    }
+
+
+def method_rows(entries: Sequence[dict]) -> list[dict]:
+    """One dict per folder with METHOD_COLUMNS: ``{"dir", "label", "method", "audio", "seconds", "controls"}`` each,
+    ``controls`` in the layout of afmask.evaluate.controls.evaluate_map plus ``"global"`` (the gaps)."""
+    rows = []
+    for label, e in zip(_labels(entries), entries):
+        c = e.get("controls") or {}
+        row = {k: None for k in METHOD_COLUMNS}
+        row.update({"label": label, "dir": str(e["dir"]), "method": e.get("method"), "audio": e.get("audio"),
+                    "seconds": e.get("seconds")})
+        row.update(_stratified_row(c))
+        g = c.get("global") or {}
+        gaps = g.get("gap") or {}
+        randoms = [v for k, v in gaps.items() if k.startswith("random") and v is not None]
+        row.update({"gap": gaps.get("map"), "gap_energy": gaps.get("energy"), "gap_random_best": max(randoms) if randoms else None,
+                    "beats_energy": g.get("beats_energy")})
+        row["tied_share"] = (c.get("ties") or {}).get("most_common_share")
+        pl = (c.get("plausibility") or {})
+        row["top10_in_words"] = (pl.get("map") or {}).get("top10_in_words")
+        row["top10_in_words_energy"] = (pl.get("energy") or {}).get("top10_in_words")
+        rows.append(row)
+    return rows
+
+
+def rank_methods(rows: Sequence[dict]) -> dict:
+    """Per control of RANKED_CONTROLS: the labels from best to worst with their values (folders without it left out)."""
+    out = {}
+    for col, _title, larger in RANKED_CONTROLS:
+        have = [(r["label"], r[col]) for r in rows if r.get(col) is not None]
+        out[col] = sorted(have, key=lambda lv: -lv[1] if larger else lv[1])
+    return out
+
+
+def render_method_ranking(entries: Sequence[dict]) -> tuple[str, str]:
+    """(HTML page, CSV text): attribution methods (and mask runs) side by side, ranked per control."""
+    rows = method_rows(entries)
+    ranks = rank_methods(rows)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METHOD_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: ("" if row[k] is None else (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k])) for k in METHOD_COLUMNS})
+    yes = lambda v: "n/a" if v is None else ("yes" if v else "<b>no</b>")  # noqa: E731
+    trs = "".join(
+        f"<tr><td>{esc(r['label'])}</td><td>{esc(r['method'])}</td><td class='num'>{num(r['most_random'])}</td>"
+        f"<td class='num'>{num(r['least_random'])}</td><td class='num'>{num(r['most_shifted'])}</td>"
+        f"<td>{yes(r['stratified_passes'])}</td><td class='num'>{num(r['gap'])}</td><td class='num'>{num(r['gap_energy'])}</td>"
+        f"<td>{yes(r['beats_energy'])}</td><td class='num'>{num(r['top10_in_words'])}</td><td class='num'>{num(r['tied_share'])}</td>"
+        f"<td class='num'>{num(r['seconds'], 1)}</td></tr>" for r in rows)
+    table = ("<table><tr><th>folder</th><th>method</th><th>most - random</th><th>least - random</th><th>most - shifted</th>"
+             "<th>stratified control passes</th><th>global gap</th><th>gap, energy</th><th>beats energy</th>"
+             "<th>top 10% in words</th><th>tied share</th><th>seconds</th></tr>" + trs + "</table>")
+    rank_rows = []
+    for col, title, _ in RANKED_CONTROLS:
+        order = ranks[col]
+        cells = " &gt; ".join(f"{esc(lab)} ({num(v)})" for lab, v in order) if order else "n/a"
+        rank_rows.append(f"<tr><td>{esc(title)}</td><td>{cells}</td></tr>")
+    ranking = "<table><tr><th>control</th><th>methods, best first</th></tr>" + "".join(rank_rows) + "</table>"
+    page = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>afmask: {len(rows)} attributions ranked per control</title>
+<link rel="icon" href="data:,">
+<style>
+{asset("report.css")}
+</style>
+</head>
+<body>
+<h1>afmask: {len(rows)} attributions ranked per control</h1>
+<p class="sub">Importance per time-frequency point, larger = more important, from each method. AUC differences are of
+the CER against the clean decoding (or the f-term where it is empty), deletion by zeroing inside energy deciles.</p>
+<h2>Ranking per control</h2>
+{ranking}
+<h2>Numbers</h2>
+{table}
+<h2>Folders</h2>
+<ul>{''.join(f"<li>{esc(r['label'])}: <code>{esc(r['dir'])}</code> (audio {esc(r['audio'])})</li>" for r in rows)}</ul>
+</body>
+</html>
+"""
+    return page, buf.getvalue()

@@ -24,7 +24,10 @@ from afmask.features.stft import FFT_SIZE, FRAME_SHIFT, SAMPLE_RATE
 from afmask.report.plots import (
     curves_figure,
     figure_png,
+    plausibility_figure,
+    randomisation_figure,
     sanity_figure,
+    stratified_figure,
     training_figure,
 )
 
@@ -209,6 +212,79 @@ with the top layers' parameters replaced by Gaussian noise of the trained parame
 (Adebayo et al., 2018). A faithful explanation decorrelates from the trained model's as more layers are random.</p>"""
 
 
+def _passed(verdict: str) -> Optional[bool]:
+    return True if verdict.startswith("passes") else (None if verdict.startswith("undecided") else False)
+
+
+def controls_html(controls: dict) -> str:
+    """The controls' verdict lines, tables and plots (energy-stratified deletion, ties, plausibility, randomisation)."""
+    parts = []
+    st = controls.get("stratified")
+    if st:
+        parts.append("<h3>Energy-stratified deletion and insertion</h3>")
+        parts.append("<p>The points are split into 10 deciles of energy |X|&sup2;. Inside every decile the x% the map calls "
+                     "most important are deleted, against a random x% of every decile, the x% it calls least important "
+                     "and the x% the same map rolled in time by T/3 and 2T/3 calls most important (a wrong map with the "
+                     "same structure). Loudness is the same in the compared sets, so a difference is what the map knows "
+                     "beyond energy. Deletion by zeroing, and by the method's own perturbation (relative noise "
+                     f"x{st['noise_level']:g} on the deleted points). AUC: mean score over x in [0, "
+                     f"{100 * st['x'][-1]:g}%]; differences are paired (same x, same noise).</p>")
+        for mode, kinds in st["modes"].items():
+            for kind, part in kinds.items():
+                for mt, line in part["verdict"].items():
+                    if part["diff"]["most-random"][mt] is not None:
+                        parts.append(_box(f"{kind}: {line}", _passed(line)))
+        rows = []
+        for mode, kinds in st["modes"].items():
+            for kind, part in kinds.items():
+                for mt in ("cer_clean", "f"):
+                    d = part["diff"]
+                    if d["most-random"][mt] is None:
+                        continue
+                    rows.append(f"<tr><td>{esc(mode)}</td><td>{esc(kind)}</td><td>{esc(mt)}</td>"
+                                f"<td class='num'>{num(part['auc']['most'][mt])}</td><td class='num'>{num(part['random_auc'][mt])}</td>"
+                                f"<td class='num'>{num(part['random_sd'][mt])}</td><td class='num'>{num(part['auc']['least'][mt])}</td>"
+                                f"<td class='num'><b>{num(d['most-random'][mt])}</b></td><td class='num'><b>{num(d['least-random'][mt])}</b></td>"
+                                f"<td class='num'><b>{num(d['most-shifted'][mt])}</b></td><td class='num'>{num(d['most-shifted_min'][mt])}</td></tr>")
+        parts.append("<table><tr><th>deletion by</th><th>kind</th><th>metric</th><th>AUC most</th><th>AUC random (mean)</th>"
+                     "<th>random sd</th><th>AUC least</th><th>most - random</th><th>least - random</th>"
+                     "<th>most - shifted (mean)</th><th>most - shifted (worst)</th></tr>" + "".join(rows) + "</table>")
+        parts.append(png_img(figure_png(stratified_figure(st)), "energy-stratified deletion and insertion"))
+    t = controls.get("ties")
+    if t:
+        parts.append("<h3>Ties</h3>")
+        parts.append(_box(t["verdict"], not t["verdict"].startswith("WARNING")))
+        parts.append("<table>" + "".join(f"<tr><th>{esc(k)}</th><td class='num'>{esc(num(v) if isinstance(v, float) else v)}</td></tr>"
+                                         for k, v in t.items() if k != "verdict") + "</table>")
+    p = controls.get("plausibility")
+    if p:
+        key = next(k for k in p["map"] if k.startswith("top"))
+        parts.append("<h3>Plausibility against the word alignment</h3>")
+        parts.append(_box(p["verdict"], _passed(p["verdict"])))
+        parts.append("<table><tr><th>map</th><th>rank mass inside words</th><th>top points inside words</th>"
+                     "<th>mean rank in words</th><th>mean rank in silence</th></tr>" + "".join(
+                         f"<tr><td>{n}</td><td class='num'>{num(p[n]['mass_in_words'])}</td><td class='num'>{num(p[n][key])}</td>"
+                         f"<td class='num'>{num(p[n]['mean_rank_words'])}</td><td class='num'>{num(p[n]['mean_rank_silence'])}</td></tr>"
+                         for n in ("map", "energy", "uniform")) + "</table>")
+        parts.append(png_img(figure_png(plausibility_figure(p)), "plausibility"))
+    r = controls.get("randomisation")
+    if r:
+        parts.append("<h3>Model randomisation with energy taken out</h3>")
+        parts.append(_box(r["verdict"], r["passes"]))
+        parts.append("<table><tr><th>level</th><th>raw</th><th>after log-energy fit</th><th>within deciles</th>"
+                     "<th>distinct tokens (clean input)</th><th>time</th></tr>" + "".join(
+                         f"<tr><td>{esc(lv['label'])}</td><td class='num'>{num(lv['raw'])}</td>"
+                         f"<td class='num'>{num(lv['log_energy_fit'])}</td><td class='num'>{num(lv['within_deciles'])}</td>"
+                         f"<td class='num'>{lv['output']['distinct_tokens']}</td><td class='num'>{num(lv['seconds'], 1)} s</td></tr>"
+                         for lv in r["levels"]) + "</table>")
+        parts.append(png_img(figure_png(randomisation_figure(r)), "randomisation check"))
+        parts.append(f"<p class='small'>Each map: {r.get('iterations', '?')} iterations, {r.get('samples', '?')} noise "
+                     f"sample(s) per step, no early stop. Layers re-drawn by {esc(r['init'])} (Conv2D and Linear weights "
+                     "N(0, 2/fan_in), biases 0), which keeps the random network's output input-dependent. "
+                     f"{esc(r['correlation'])}.</p>")
+    return "\n".join(parts)
+
+
 def settings_html(config, summary: dict, evaluation: Optional[dict]) -> str:
     """The run's settings, its summary and the evaluation's settings."""
     def table(d: dict) -> str:
@@ -262,6 +338,8 @@ def render_report(
         body.append(_box(evaluation["energy_note"], evaluation["beats_energy"]))
         if evaluation.get("sanity"):
             body.append(_box(evaluation["sanity"]["note"], evaluation["sanity"]["decorrelates"]))
+        for c in (evaluation.get("controls") or {}).values():
+            body.append(_box(c["verdict"], _passed(c["verdict"])))
         tr = evaluation.get("transcript")
         clean_vs_tr = evaluation["curves"]["explanation"]["deletion"]["cer_transcript"][0]
         body.append("<table>"
@@ -291,6 +369,9 @@ def render_report(
         body.append(areas_html(evaluation))
         body.append("<h2>Sanity check: model randomisation</h2>")
         body.append(sanity_html(evaluation))
+        if evaluation.get("controls"):
+            body.append("<h2>Controls: what the map shows beyond loudness</h2>")
+            body.append(controls_html(evaluation["controls"]))
     body.append("<h2>Training</h2>")
     if history:
         body.append(png_img(figure_png(training_figure(history)), "loss terms, gradient norms, mean and variance of m"))

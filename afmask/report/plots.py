@@ -198,3 +198,115 @@ def comparison_figure(runs: Sequence[tuple[str, dict]], metric: str = "cer_clean
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return fig
+
+
+_CONTROL_STYLE = {"most": dict(color="C0", lw=2.0, ls="-", label="most important in every decile"),
+                  "least": dict(color="C2", lw=1.6, ls="-", label="least important in every decile")}
+
+
+def stratified_figure(stratified: dict, metric: str = ""):
+    """Energy-stratified deletion/insertion curves (rows: zeroing, noise; columns: deletion, insertion)."""
+    plt = _pyplot()
+    metric = metric or stratified["metric"]
+    modes = list(stratified["modes"])
+    kinds = list(stratified["modes"][modes[0]])
+    fig, axes = plt.subplots(len(modes), len(kinds), figsize=(5.5 * len(kinds), 3.0 * len(modes) + 0.5), squeeze=False,
+                             constrained_layout=True)
+    x = 100 * np.array(stratified["x"], dtype=np.float64)
+    for r, mode in enumerate(modes):
+        for c, kind in enumerate(kinds):
+            ax = axes[r, c]
+            part = stratified["modes"][mode][kind]
+            curves, aucs = part["curves"], part["auc"]
+            randoms = [k for k in curves if k.startswith("random")]
+            if randoms:
+                ys = np.array([_series(curves[k], metric) for k in randoms])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    ax.fill_between(x, np.nanmin(ys, 0), np.nanmax(ys, 0), color="0.85", lw=0)
+                    ax.plot(x, np.nanmean(ys, 0), color="0.45", lw=1.0,
+                            label=f"random in every decile, {len(randoms)} seeds (AUC {_fmt_auc(part['random_auc'][metric])})")
+            for k in curves:
+                if k.startswith("shift"):
+                    ax.plot(x, _series(curves[k], metric), color="C3", lw=1.0, ls="--",
+                            label=f"map rolled by {k[5:]} frames (AUC {_fmt_auc(aucs[k][metric])})")
+            for k, style in _CONTROL_STYLE.items():
+                style = dict(style)
+                label = style.pop("label")
+                ax.plot(x, _series(curves[k], metric), label=f"{label} (AUC {_fmt_auc(aucs[k][metric])})", **style)
+            how = "zeroed" if mode == "zero" else f"relative noise x{stratified['noise_level']:g}"
+            what = "deleted" if kind == "deletion" else "kept (the rest deleted)"
+            ax.set_title(f"{kind}, {how} - {_METRIC_LABEL.get(metric, metric)}", fontsize=10)
+            ax.set_xlabel(f"x (% of every energy decile {what})")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    return fig
+
+
+def _fmt_auc(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def plausibility_figure(p: dict):
+    """Share of rank mass and of the top points inside words: the map, energy, uniform."""
+    plt = _pyplot()
+    key = next(k for k in p["map"] if k.startswith("top"))
+    fig, ax = plt.subplots(figsize=(6.5, 3.0), constrained_layout=True)
+    names = ["map", "energy", "uniform"]
+    w = 0.38
+    xs = np.arange(2)
+    for i, n in enumerate(names):
+        vals = [p[n]["mass_in_words"], p[n][key]]
+        ax.bar(xs + (i - 1) * w / 1.5, vals, width=w / 1.5, label=n, color=["C0", "C3", "0.6"][i])
+    ax.set_xticks(xs)
+    ax.set_xticklabels(["rank mass inside words", f"top {key[3:]}% points inside words"])
+    lo = min(min(p[n]["mass_in_words"], p[n][key]) for n in names)
+    ax.set_ylim(max(0.0, lo - 0.1), 1.0)
+    ax.set_title("plausibility against the word alignment", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def randomisation_figure(r: dict):
+    """Correlation with the trained map per level: raw, after a log-energy fit, within energy deciles."""
+    plt = _pyplot()
+    levels = r["levels"]
+    fig, ax = plt.subplots(figsize=(7.5, 3.2), constrained_layout=True)
+    xs = np.arange(len(levels))
+    keys = [("raw", "raw"), ("log_energy_fit", "after a log-energy fit"), ("within_deciles", "within energy deciles")]
+    for i, (k, label) in enumerate(keys):
+        vals = [np.nan if lv[k] is None else lv[k] for lv in levels]
+        ax.bar(xs + (i - 1) * 0.27, vals, width=0.27, label=label, color=f"C{i}")
+    ax.axhline(0, color="0.4", lw=0.8)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([lv["label"].replace(" (ceiling)", "\n(ceiling)").replace(" layers random", "\nlayers random")
+                        for lv in levels], fontsize=8)
+    ax.set_ylabel("Spearman with the trained map")
+    ax.set_title(f"model randomisation ({r['init']} re-draw)", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_importance(magnitude: np.ndarray, importance: np.ndarray, path: os.PathLike, title: str = "") -> None:
+    """Spectrogram (dB) above an importance map (K, T) of any method, drawn by rank (bright = important)."""
+    plt = _pyplot()
+    K, T = magnitude.shape
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, constrained_layout=True)
+    db = 20 * np.log10(np.maximum(magnitude, 1e-3))
+    im0 = axes[0].imshow(db, origin="lower", aspect="auto", extent=extent(K, T), cmap="magma", vmin=db.max() - 80, vmax=db.max())
+    axes[0].set_ylabel("frequency (Hz)")
+    axes[0].set_title("spectrogram |X| (dB)" + (f" - {title}" if title else ""))
+    fig.colorbar(im0, ax=axes[0], label="dB")
+    # ranks, not values: gradient maps span many decades, and only the order enters the controls
+    flat = np.asarray(importance, np.float64).ravel()
+    ranks = np.empty(flat.size)
+    ranks[np.argsort(flat, kind="stable")] = np.arange(flat.size) / max(flat.size - 1, 1)
+    im1 = axes[1].imshow(ranks.reshape(K, T), origin="lower", aspect="auto", extent=extent(K, T), cmap="viridis", vmin=0, vmax=1)
+    axes[1].set_ylabel("frequency (Hz)")
+    axes[1].set_xlabel("time (s)")
+    axes[1].set_title("importance per point, as a rank (bright = important to the model)")
+    fig.colorbar(im1, ax=axes[1], label="rank (0 least, 1 most important)")
+    _save(fig, path)
+    plt.close(fig)

@@ -1,0 +1,52 @@
+"""The report of an attribution folder (``afmask attribute``): its heat map, settings and the controls' verdicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from afmask.report.html import asset, esc, num, png_img
+
+
+def render_attribution_report(out: Path, attribution: dict, config: dict, controls: Optional[dict]) -> str:
+    """One self-contained page for an attribution folder: heat map, the verdict line of every control, settings."""
+    out = Path(out)
+    heat = (out / "heatmap.png").read_bytes() if (out / "heatmap.png").is_file() else None
+    lines = []
+    if controls:
+        for key, title in (("stratified", "energy-stratified deletion"), ("global", "global deletion/insertion"),
+                           ("ties", "ties"), ("plausibility", "plausibility")):
+            verdict = (controls.get(key) or {}).get("verdict")
+            if verdict:
+                bad = "WARNING" in verdict or "does NOT" in verdict
+                lines.append(f"<li class='{'bad' if bad else 'good'}'><b>{esc(title)}</b>: {esc(verdict)}</li>")
+    verdicts = (f"<ul>{''.join(lines)}</ul>" if lines else
+                "<p>No controls yet: <code>afmask report DIR --model demo</code> (or --arch/--params) computes them.</p>")
+    settings = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in (attribution.get("settings") or {}).items())
+    extras = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in (attribution.get("extras") or {}).items())
+    method = attribution.get("method", "?")
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>afmask attribution: {esc(method)} on {esc(Path(config.get('audio') or '?').name)}</title>
+<link rel="icon" href="data:,">
+<style>
+{asset("report.css")}
+</style>
+</head>
+<body>
+<h1>afmask attribution: {esc(method)}</h1>
+<p class="sub">{esc(config.get('audio'))}, model {esc(config.get('model'))}; {num(attribution.get('seconds'), 1)} s.
+Importance per time-frequency point, larger = more important to the model.</p>
+<h2>Controls</h2>
+{verdicts}
+<h2>Map</h2>
+{png_img(heat, "importance map") if heat else "<p>heatmap.png is missing.</p>"}
+<h2>Settings</h2>
+<table>{settings}</table>
+<h2>Findings</h2>
+<table>{extras}</table>
+</body>
+</html>
+"""

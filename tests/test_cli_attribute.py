@@ -1,0 +1,73 @@
+"""`afmask attribute` and `afmask compare` of attribution folders, end to end on a real network and real speech."""
+
+import json
+
+import numpy as np
+import pytest
+
+from afmask.cli import main
+from afmask.io import demo_audio, load_audio, write_audio
+
+
+@pytest.fixture()
+def linear(shared):
+    d = shared / "fixtures" / "cpp_dump"
+    return ["--arch", str(d / "linear.arch"), "--params", str(d / "linear_params.af")]
+
+
+@pytest.fixture()
+def clip(tmp_path):
+    """The first 1.2 s of the bundled utterance (118 frames), with its word alignment beside it."""
+    path = tmp_path / "clip.wav"
+    write_audio(path, load_audio(demo_audio())[:19200])
+    words = json.loads(demo_audio().with_suffix(".words.json").read_text())
+    path.with_suffix(".words.json").write_text(json.dumps(words))
+    return path
+
+
+def test_attribute_writes_the_folder_and_compare_ranks_the_methods(tmp_path, linear, clip, capsys):
+    dirs = []
+    for method, extra in (("saliency", []), ("ig", ["--n-steps", "4"]), ("rise", ["--n-masks", "8", "--cell", "16,8"])):
+        out = tmp_path / method
+        rc = main(["attribute", str(clip), "--method", method, "--out", str(out), *linear, "--no-progress", *extra])
+        assert rc == 0, capsys.readouterr().err
+        printed = capsys.readouterr().out
+        assert f"afmask attribute: {method}" in printed and "within energy deciles" in printed
+        for name in ("importance.npy", "attribution.json", "config.json", "features.npz", "heatmap.png", "controls.json"):
+            assert (out / name).stat().st_size > 0, name
+        imp = np.load(out / "importance.npy")
+        assert imp.shape == (257, 118) and np.all(np.isfinite(imp))
+        controls = json.loads((out / "controls.json").read_text())
+        assert controls["method"] == method
+        assert {"stratified", "ties", "global", "plausibility"} <= set(controls)
+        assert set(controls["global"]["gap"]) >= {"map", "energy", "random0"}
+        dirs.append(str(out))
+        assert main(["report", str(out)]) == 0  # the page from the folder's files, no model needed
+        page = (out / "report.html").read_text()
+        assert f"afmask attribution: {method}" in page and "energy-stratified deletion" in page
+        if method == "ig":
+            assert "completeness" in printed
+    page = tmp_path / "cmp.html"
+    assert main(["compare", *dirs, "-o", str(page)]) == 0
+    html = page.read_text()
+    assert "ranked per control" in html and "least-important deletion" in html
+    rows = page.with_suffix(".csv").read_text().strip().splitlines()
+    assert rows[0].startswith("label,dir,method") and len(rows) == 4
+    assert [r.split(",")[2] for r in rows[1:]] == ["saliency", "ig", "rise"]
+
+
+def test_attribute_refuses_an_option_of_another_method(tmp_path, linear, clip, capsys):
+    rc = main(["attribute", str(clip), "--method", "saliency", "--n-masks", "5", "--out", str(tmp_path / "x"), *linear])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--n-masks does not apply to --method saliency" in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_of_an_attribution_folder_without_controls_says_how_to_make_them(tmp_path, linear, clip, capsys):
+    out = tmp_path / "s"
+    assert main(["attribute", str(clip), "--method", "saliency", "--out", str(out), *linear, "--no-evaluation"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 2
+    assert "--model demo" in capsys.readouterr().err
+    assert main(["report", str(out), "--no-evaluation"]) == 0
+    assert "No controls yet" in (out / "report.html").read_text()
