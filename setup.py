@@ -68,10 +68,14 @@ setup(
         "scipy>=1.9",
         "matplotlib>=3.6",
         "tqdm>=4.60",
+        "dask[distributed]>=2024.1",
+        "threadpoolctl>=3.1",
     ],
     extras_require={
         "arrayfire": ["arrayfire>=3.8"],
         "cupy": ["cupy>=12"],
+        # the Dask dashboard of explain-corpus (Dask serves a placeholder page without it)
+        "dashboard": ["bokeh>=3.1"],
         "test": ["pytest>=7", "hypothesis>=6", "playwright>=1.40"],
         # development tools only (cross-checks against PyTorch, training the demo model): the CPU build
         # that lies on the project's machines; afmask never imports torch at run time
