@@ -8,6 +8,7 @@ import sys
 
 #: Sub-commands, each a module ``afmask.cli.<name>`` with ``register(subparsers)``.
 COMMANDS = ["info", "demo", "explain", "report", "compare", "regress", "transcribe", "features", "bench"]
+COMMANDS.append("explain_corpus")  # afmask explain-corpus (afmask.corpus)
 
 
 def build_parser() -> argparse.ArgumentParser:
