@@ -18,3 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = which.add_parser("mask", help="seconds per iteration and convergence on the demo model")
     mask.add_arguments(m)
     m.set_defaults(func=mask.run_from_args)
+    from afmask.corpus import bench as corpus_bench
+
+    c = which.add_parser("corpus", help="utterances per minute of explain-corpus on 1 and 2 Dask workers")
+    corpus_bench.add_arguments(c)
+    c.set_defaults(func=corpus_bench.run_from_args)
