@@ -155,8 +155,10 @@ def test_existing_scheduler_runs_two_utterances_with_evaluation(tmp_path, dask_c
     from afmask.cli import main
 
     clips = _demo_clips(tmp_path / "audio", 2)
-    (tmp_path / "list.jsonl").write_text("".join(json.dumps({"id": f"u{i}", "path": str(p), "transcript": "unless to"}) + "\n"
-                                                 for i, p in enumerate(clips)))
+    words = {"w": [{"t": "<sil>", "b": 0.0, "d": 0.05}, {"t": "unless", "b": 0.05, "d": 0.15}, {"t": "to(2)", "b": 0.2, "d": 0.1}]}
+    (tmp_path / "w.words.json").write_text(json.dumps(words))
+    (tmp_path / "list.jsonl").write_text("".join(json.dumps({"id": f"u{i}", "path": str(p), "transcript": "unless to",
+                                                             "words": "w.words.json"}) + "\n" for i, p in enumerate(clips)))
     out = tmp_path / "corpus"
     rc = main(["explain-corpus", str(tmp_path / "list.jsonl"), "--out", str(out), "--scheduler", dask_cluster,
                "--iterations", "3", "--samples", "1", "--no-sanity", "--step", "50", "--random-seeds", "1",
@@ -168,6 +170,9 @@ def test_existing_scheduler_runs_two_utterances_with_evaluation(tmp_path, dask_c
     with open(out / "controls.csv", newline="") as f:
         controls = {r["metric"]: r for r in csv.DictReader(f)}
     assert controls["importance_vs_energy"]["n"] == "2" and "keep_important.cer_clean" in controls
+    with open(out / "words.csv", newline="") as f:
+        by_word = {r["word"]: r for r in csv.DictReader(f)}
+    assert set(by_word) == {"unless", "to"} and by_word["to"]["occurrences"] == "2"
     page = (out / "report.html").read_text()
     assert "u0/report.html" in page and "u1/report.html" in page and "data:image/png;base64" in page
     assert "http" not in page.replace("http-equiv", "")  # offline: nothing fetched
