@@ -227,11 +227,13 @@ def control_table(runs: list[RunData]) -> list[dict]:
 
 
 def plotted_controls(rows: list[dict]) -> list[dict]:
-    """The controls worth a plot: the top-level scores and verdicts and each ranking's gap (not timings, counts
-    or the single curve areas, which stay in the CSV)."""
+    """The controls worth a plot: the top-level scores and verdicts and each ranking's gap on the scale of a CER,
+    a rate or a correlation (|value| <= 1.5; timings, counts, f-terms and single curve areas stay in the CSV)."""
     keep = []
     for r in rows:
         k = r["metric"]
+        if max(abs(r["min"]), abs(r["max"])) > 1.5:
+            continue
         if k.startswith(("seconds", "forwards")) or (k.startswith("areas.") and ".gap." not in k):
             continue
         if k.startswith("renditions.") and not k.endswith(".cer_clean"):
@@ -346,7 +348,7 @@ def plot_controls(rows: list[dict], path: Path) -> None:
     ax.set_yticklabels([f"{r['metric']} (n={r['n']})" for r in rows], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("value: mean +- 1.96 SE over utterances (grey: min to max)")
-    ax.set_title("controls of the evaluation over the corpus")
+    ax.set_title("controls of the evaluation over the corpus (CERs, rates, correlations; all in controls.csv)")
     ax.grid(alpha=0.3)
     _save_png(fig, path)
 
