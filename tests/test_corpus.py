@@ -22,8 +22,8 @@ from afmask.io import demo_audio
 from afmask.mask import MaskConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Few iterations on short clips: the tests check the corpus machinery, not the explanations.
-CONFIG = dict(iterations=3, samples=1, checkpoint_every=1)
+#: Few iterations on short clips, lambda fixed (no start-up draws): the tests check the corpus machinery, not the explanations.
+CONFIG = dict(iterations=3, samples=1, checkpoint_every=1, lam=0.05)
 CLIP = 4800  # 0.3 s at 16 kHz: 28 frames
 
 
@@ -161,7 +161,7 @@ def test_existing_scheduler_runs_two_utterances_with_evaluation(tmp_path, dask_c
                                                              "words": "w.words.json"}) + "\n" for i, p in enumerate(clips)))
     out = tmp_path / "corpus"
     rc = main(["explain-corpus", str(tmp_path / "list.jsonl"), "--out", str(out), "--scheduler", dask_cluster,
-               "--iterations", "3", "--samples", "1", "--no-sanity", "--step", "50", "--random-seeds", "1",
+               "--iterations", "3", "--samples", "1", "--lambda", "0.05", "--no-sanity", "--step", "50", "--random-seeds", "1",
                "--percent", "50", "--no-progress"])
     assert rc == 0
     for uid in ("u0", "u1"):
@@ -183,7 +183,7 @@ def test_existing_scheduler_runs_two_utterances_with_evaluation(tmp_path, dask_c
 def test_a_killed_corpus_run_resumes_and_skips_the_finished(tmp_path):
     clips = _demo_clips(tmp_path / "audio", 3)
     out = tmp_path / "corpus"
-    (tmp_path / "config.json").write_text(json.dumps({"iterations": 6, "samples": 1, "checkpoint_every": 1}))
+    (tmp_path / "config.json").write_text(json.dumps({"iterations": 6, "samples": 1, "checkpoint_every": 1, "lam": 0.05}))
     cmd = [sys.executable, "-m", "afmask", "explain-corpus", str(tmp_path / "audio"), "--out", str(out), "--workers", "1",
            "--blas-threads", "1", "--config", str(tmp_path / "config.json"), "--no-report", "--no-progress", "--dashboard", "none"]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -204,7 +204,7 @@ def test_a_killed_corpus_run_resumes_and_skips_the_finished(tmp_path):
     interrupted = {c.stem for c in clips if (out / ".partial" / c.stem / "checkpoint.npz").exists()}
     assert finished and interrupted, "the run was not caught between two utterances"
     stamps = {u: (out / u / "m.npy").stat().st_mtime_ns for u in finished}
-    config = MaskConfig.preset("default", iterations=6, samples=1, checkpoint_every=1)
+    config = MaskConfig.preset("default", iterations=6, samples=1, checkpoint_every=1, lam=0.05)
     run = explain_corpus(tmp_path / "audio", out, config=config, workers=1, blas_threads=1, dashboard=None, progress=False,
                          log=lambda s: None)
     assert set(run.skipped) == finished and set(run.resumed) == interrupted
@@ -225,7 +225,7 @@ def test_bad_files_land_in_failures_csv_and_the_others_finish(tmp_path):
     sf.write(tmp_path / "audio" / "short.wav", np.zeros(200, np.float32), 16000)  # under one 400-sample frame
     out = tmp_path / "corpus"
     rc = main(["explain-corpus", str(tmp_path / "audio"), "--out", str(out), "--workers", "2", "--retries", "0",
-               "--iterations", "2", "--samples", "1", "--no-report", "--no-progress", "--dashboard", "none"])
+               "--iterations", "2", "--samples", "1", "--lambda", "0.05", "--no-report", "--no-progress", "--dashboard", "none"])
     assert rc == 1
     with open(out / "failures.csv", newline="") as f:
         failures = {r["id"]: r for r in csv.DictReader(f)}
