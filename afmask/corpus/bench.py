@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="the small workload (%d pieces of %.1f s, %d iterations)" % WORKLOADS["quick"])
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], metavar="N", help="worker counts to compare (default 1 2)")
     p.add_argument("--repeats", type=int, default=1, metavar="R", help="runs per worker count, interleaved (median)")
+    p.add_argument("--blas-threads", type=int, default=None, metavar="N",
+                   help="BLAS threads per task (default: explain-corpus's, 1)")
 
 
 def _pieces(folder: Path, n: int, seconds: float) -> None:
@@ -37,7 +39,7 @@ def _pieces(folder: Path, n: int, seconds: float) -> None:
         sf.write(folder / f"piece{i:02d}.wav", x[i * length:(i + 1) * length], sr)
 
 
-def run_bench(quick: bool = False, workers=(1, 2), repeats: int = 1, log=print) -> dict:
+def run_bench(quick: bool = False, workers=(1, 2), repeats: int = 1, blas_threads=None, log=print) -> dict:
     """{workers: {"per_minute", "seconds", "startup"}} (medians) for the workload; prints one line per run."""
     from afmask.corpus.run import explain_corpus
     from afmask.mask import MaskConfig
@@ -47,7 +49,8 @@ def run_bench(quick: bool = False, workers=(1, 2), repeats: int = 1, log=print) 
         raise ValueError(f"--repeats and --workers must be >= 1, got {repeats} and {list(workers)}")
     config = MaskConfig.preset("default", iterations=iterations)
     log(f"afmask bench corpus: {n} pieces of {seconds:.1f} s of the bundled utterance, {iterations} iterations "
-        f"(default mode, {config.samples} noise samples), no evaluation; {repeats} run(s) per worker count, interleaved")
+        f"(default mode, {config.samples} noise samples), no evaluation; {repeats} run(s) per worker count, interleaved; "
+        f"BLAS threads per task: {blas_threads or 1}")
     runs: dict = {w: [] for w in workers}
     with tempfile.TemporaryDirectory(prefix="afmask-bench-corpus-") as tmp:
         audio = Path(tmp) / "audio"
@@ -55,7 +58,8 @@ def run_bench(quick: bool = False, workers=(1, 2), repeats: int = 1, log=print) 
         _pieces(audio, n, seconds)
         for r in range(repeats):
             for w in workers:
-                res = explain_corpus(audio, Path(tmp) / f"out-{w}-{r}", config=config, workers=w, dashboard=None,
+                res = explain_corpus(audio, Path(tmp) / f"out-{w}-{r}", config=config, workers=w, blas_threads=blas_threads,
+                                     dashboard=None,
                                      progress=False, aggregate=False, log=lambda s: None)
                 if res.failed:
                     raise RuntimeError(f"bench corpus: utterances failed: {res.failed}")
@@ -77,5 +81,5 @@ def run_bench(quick: bool = False, workers=(1, 2), repeats: int = 1, log=print) 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run the benchmark the options describe."""
-    run_bench(quick=args.quick, workers=args.workers, repeats=args.repeats)
+    run_bench(quick=args.quick, workers=args.workers, repeats=args.repeats, blas_threads=args.blas_threads)
     return 0
