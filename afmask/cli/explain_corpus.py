@@ -40,8 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                           "its workers must see DIR and the audio at the same paths")
     d.add_argument("--workers", type=_positive, metavar="N", help="LocalCluster workers (default: one per core, "
                                                                   "at most one per utterance)")
-    d.add_argument("--blas-threads", type=_positive, metavar="N", help="BLAS threads per task (default: the cores "
-                                                                       "left per worker; 1 on an existing cluster)")
+    d.add_argument("--blas-threads", type=_positive, metavar="N", help="BLAS threads per task (default 1: more "
+                                                                       "lost 4-5x on a loaded machine)")
     d.add_argument("--retries", type=int, default=1, metavar="N", help="Dask retries of a failed utterance (default 1)")
     d.add_argument("--dashboard", default=":8787", metavar="ADDRESS",
                    help="the LocalCluster's dashboard address (default :8787; 'none' for no dashboard)")

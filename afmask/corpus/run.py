@@ -67,12 +67,18 @@ def available_cores() -> int:
 
 def cluster_shape(tasks: int, workers: Optional[int] = None, cores: Optional[int] = None) -> ClusterShape:
     """The LocalCluster for ``tasks`` utterances: one single-threaded worker per core (at most one per task),
-    each task's BLAS pool given the cores left over, so workers x threads x BLAS threads <= cores."""
+    one BLAS thread per task, so workers x threads x BLAS threads <= cores.
+
+    One BLAS thread even where cores are left over (fewer utterances or --workers than cores): on the
+    shared 2-core machine, 1 worker with 2 OpenBLAS threads explained the bench workload 4-5x slower than
+    with 1 (`afmask bench corpus --quick --workers 1 [--blas-threads 1]`): threads that wait for each other
+    lose whenever another process takes a core. ``--blas-threads`` asks for more.
+    """
     cores = cores or available_cores()
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     n = workers if workers is not None else max(1, min(cores, tasks))
-    return ClusterShape(workers=n, threads=1, blas=max(1, cores // n), cores=cores)
+    return ClusterShape(workers=n, threads=1, blas=1, cores=cores)
 
 
 def _failures_csv(failures: dict, utts: dict) -> bytes:
@@ -203,7 +209,7 @@ def explain_corpus(
         f"{len(resuming)} to resume from their checkpoints, {len(todo) - len(resuming)} to start")
     if todo:
         shape = cluster_shape(len(todo), workers)
-        blas = blas_threads if blas_threads is not None else (shape.blas if not scheduler else 1)
+        blas = blas_threads if blas_threads is not None else shape.blas
         client, cluster = _client(scheduler, shape, dashboard, timeout)
         bar = None
         try:
