@@ -70,12 +70,16 @@ setup(
         "tqdm>=4.60",
         # TOML settings files (--config FILE.toml) on Python < 3.11, where tomllib is missing
         "tomli>=1.1; python_version<'3.11'",
+        "dask[distributed]>=2024.1",
+        "threadpoolctl>=3.1",
     ],
     extras_require={
         "arrayfire": ["arrayfire>=3.8"],
         "cupy": ["cupy>=12"],
         # the OpenCL kernel path (any OpenCL device; pocl-opencl-icd gives one on a CPU)
         "opencl": ["pyopencl>=2022"],
+        # the Dask dashboard of explain-corpus (Dask serves a placeholder page without it)
+        "dashboard": ["bokeh>=3.1"],
         # pyopencl: CI runs the OpenCL kernel's tests on pocl
         "test": ["pytest>=7", "hypothesis>=6", "playwright>=1.40", "pyopencl>=2022"],
         # development tools only (cross-checks against PyTorch, training the demo model): the CPU build

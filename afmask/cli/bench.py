@@ -24,3 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = which.add_parser("gpu", help="the original architecture on a GPU: iteration vs PyTorch, convergence, agreement")
     gpu.add_arguments(g)
     g.set_defaults(func=gpu.run_from_args)
+    from afmask.corpus import bench as corpus_bench
+
+    c = which.add_parser("corpus", help="utterances per minute of explain-corpus on 1 and 2 Dask workers")
+    corpus_bench.add_arguments(c)
+    c.set_defaults(func=corpus_bench.run_from_args)

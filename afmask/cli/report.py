@@ -91,7 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "--model demo or --arch/--params to evaluate; without a model the report is rebuilt from the "
                     "existing evaluation.json.",
     )
-    p.add_argument("dir", metavar="DIR", help="run folder (written by afmask explain)")
+    p.add_argument("dir", metavar="DIR", help="run folder (written by afmask explain), or corpus folder (afmask explain-corpus)")
     add_model_arguments(p)
     add_evaluation_arguments(p)
     p.add_argument("--link-audio", action="store_true", help="link the renditions (renditions/*.flac beside report.html) "
@@ -120,6 +120,16 @@ def evaluate_and_print(out, model, progress: bool) -> None:
     print(f"afmask report: wrote {path}")
 
 
+def _corpus_report(out: Path, args: argparse.Namespace) -> int:
+    from afmask.corpus import write_corpus
+
+    if args.model or args.arch or args.params or args.evaluate:
+        raise ValueError(f"{out} is a corpus folder: its page is rebuilt from its runs' files; to evaluate an utterance "
+                         f"again, run `afmask report {out}/ID --model demo`")
+    print(f"afmask report: wrote {write_corpus(out)}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate if asked (or given a model), then write the report."""
     from afmask.api import evaluate_run, load_run, write_report
@@ -134,6 +144,10 @@ def run(args: argparse.Namespace) -> int:
 
     if is_attribution_folder(out):  # written by afmask attribute: its controls, then its page
         return _report_attribution(out, args)
+    from afmask.corpus import is_corpus
+
+    if is_corpus(out):  # a corpus folder: its aggregates and the page linking every utterance's page
+        return _corpus_report(out, args)
     load_run(out)  # a clear error for a folder that is not a finished run
     model_given = bool(args.model or args.arch or args.params)
     if model_given or args.evaluate:
