@@ -164,7 +164,8 @@ def main(argv: list) -> int:
 
 def one_line_error(err: str, command: str = "explain") -> str:
     """The single stderr line of a refused command (no traceback)."""
-    lines = [line for line in err.strip().splitlines() if line.strip()]
+    # warnings about the input (e.g. fewer frames than the receptive field) may come first: one line each
+    lines = [line for line in err.strip().splitlines() if line.strip() and not line.startswith(f"afmask {command}: warning: ")]
     assert len(lines) == 1, err
     assert lines[0].startswith(f"afmask {command}: error: "), err
     assert "Traceback" not in err
@@ -260,8 +261,8 @@ def test_stats_option_takes_effect(tmp_path, capsys, monkeypatch):
     import afmask.api as api
 
     seen = []
-    real = api.features
-    monkeypatch.setattr(api, "features", lambda samples, stats="float64": seen.append(stats) or real(samples, stats=stats))
+    real = api.features_of
+    monkeypatch.setattr(api, "features_of", lambda name, samples, stats="float64": seen.append(stats) or real(name, samples, stats=stats))
     out = tmp_path / "run"
     assert main(explain_argv(out, *QUICK, "--stats", "arrayfire_cpu", "--samples", "1")) == 0, capsys.readouterr().err
     assert json.loads((out / "config.json").read_text())["stats"] == "arrayfire_cpu"

@@ -179,9 +179,10 @@ def sweep_stale(folder: PathLike, before: Optional[float] = None) -> list[Path]:
 
 
 def _only_temporaries(folder: Path) -> bool:
-    """Whether ``folder`` holds nothing but afmask's own temporaries (or nothing at all)."""
+    """Whether ``folder`` holds nothing but afmask's own temporaries and the settings a run writes first (or nothing)."""
     try:
-        return all(_TMP_FILE.match(e.name) or _STAGING.match(e.name) for e in os.scandir(folder))
+        # config.json is written when a run starts: alone it records a run that never made anything
+        return all(_TMP_FILE.match(e.name) or _STAGING.match(e.name) or e.name == "config.json" for e in os.scandir(folder))
     except OSError:
         return False
 
