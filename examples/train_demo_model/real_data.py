@@ -7,8 +7,9 @@ are written out as the names one hears, "U" -> "you", "H" -> "aitch"), and
 labels of label.py (labels/librispeech_whisper.tsv).
 
 Held out as the validation split `real_val` (clean, never trained on): 8 AN4
-speakers, 26 LibriSpeech speakers (103, the reader of the
-test utterance shared/data/librispeech/utt-000000000, among them), and LJ Speech clips LJ002-0161..0200.
+speakers, 26 LibriSpeech speakers (103, the reader of the test utterance
+shared/data/librispeech/utt-000000000, among them), and LJ Speech clips
+LJ002-0161..0200.
 The rest is `real_train`: each utterance once clean (level only) and several
 times augmented (augment.py: speed 0.9..1.1, EQ, simulated-room reverb,
 noise 5..35 dB SNR), more copies of the sources nearest the held-out
@@ -80,7 +81,7 @@ def collect(real: str, labels: str):
     with open(labels) as f:
         rows = [line.rstrip("\n").split("\t") for line in f if line.strip() and not line.startswith("#")]
     ls_spk = sorted({uid.split("-")[0] for uid, _ in rows})
-    # 25 of 251 speakers, and speaker 103 always: shared/data/librispeech/utt-000000000 (a test
+    # 25 of 251 speakers by position, and speaker 103 always (26 in all): shared/data/librispeech/utt-000000000 (a test
     # utterance) continues 103-1240-0000, the same reader in the same chapter.
     ls_val = set(ls_spk[::10]) | {"103"}
     for uid, text in rows:
