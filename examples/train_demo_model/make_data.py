@@ -10,8 +10,12 @@ Splits (work/data/<split>/):
   train      train sentences, training voices, augmented
   val        val sentences, training voices, augmented (model selection)
   test_seen  test sentences, training voices, clean
-  test_unseen test sentences, held-out voices (every festival voice, flite
-             slt, three espeak-ng voices with held-out variants), clean
+  test_unseen test sentences, held-out voices (every festival voice, three
+             espeak-ng voices with held-out variants), clean
+             (the first model also held out flite slt; it trains now)
+
+Augmentation (augment.py) includes reverberation from a bank of rooms
+simulated with pyroomacoustics (--rirs FILE.npz, made once if missing).
 
 Usage: nice -n 10 python make_data.py [--train 30000] [--jobs 2]
 Needs: apt-get install -y espeak-ng flite festival festvox-kallpc16k
@@ -33,6 +37,7 @@ import soundfile as sf
 from scipy import signal
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import augment  # noqa: E402
 import common  # noqa: E402
 
 SR = common.SR
@@ -40,10 +45,10 @@ ESPEAK_ACCENTS_TRAIN = ["en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029",
                         "en-us-nyc", "en-gb-x-gbclan"]
 ESPEAK_VARIANTS_TRAIN = ["", "m1", "m2", "m3", "m4", "m5", "m6", "f1", "f2", "f3",
                          "f4", "klatt", "klatt2", "klatt4"]
-FLITE_TRAIN = ["kal", "kal16", "awb", "rms"]
+FLITE_TRAIN = ["kal", "kal16", "awb", "rms", "slt"]  # slt: the only natural female voice
 # Held out from training entirely (test_unseen only).
 UNSEEN_VOICES = [("festival", "kal_diphone"), ("festival", "ked_diphone"),
-                 ("festival", "cmu_us_slt_arctic_hts"), ("flite", "slt"),
+                 ("festival", "cmu_us_slt_arctic_hts"),
                  ("espeak", "en-gb-x-gbcwmd+m7"), ("espeak", "en-us+f5"),
                  ("espeak", "en-gb-x-rp+klatt3")]
 P_FLITE = 0.4  # share of flite among training utterances
@@ -93,58 +98,12 @@ def to_16k(x: np.ndarray, sr: int) -> np.ndarray:
     return signal.resample_poly(x, SR // g, sr // g)
 
 
-def coloured_noise(n: int, rng: np.random.Generator) -> np.ndarray:
-    """White, pink or brown noise of unit RMS."""
-    kind = rng.integers(3)
-    w = rng.standard_normal(n)
-    if kind > 0:
-        spec = np.fft.rfft(w)
-        f = np.arange(1, spec.shape[0] + 1, dtype=np.float64)
-        spec /= f ** (0.5 * kind)
-        w = np.fft.irfft(spec, n)
-    return w / (np.sqrt(np.mean(w * w)) + 1e-12)
+_RIRS = None
 
 
-def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Speed, EQ, reverb, silence, noise and gain: 16 kHz float -> 16 kHz float."""
-    if rng.random() < 0.6:  # speed (and pitch) by 0.9..1.1
-        down = int(rng.integers(18, 23))
-        if down != 20:
-            x = signal.resample_poly(x, 20, down)
-    r = rng.random()
-    if r < 0.25:
-        sos = signal.butter(int(rng.integers(2, 7)), rng.uniform(2800, 7500), "lowpass", fs=SR, output="sos")
-        x = signal.sosfilt(sos, x)
-    elif r < 0.45:
-        sos = signal.butter(2, rng.uniform(60, 400), "highpass", fs=SR, output="sos")
-        x = signal.sosfilt(sos, x)
-    elif r < 0.6:  # telephone-ish band
-        sos = signal.butter(4, [rng.uniform(200, 400), rng.uniform(3200, 4000)], "bandpass", fs=SR, output="sos")
-        x = signal.sosfilt(sos, x)
-    if rng.random() < 0.3:  # synthetic room: exponentially decaying noise tail
-        rt60 = rng.uniform(0.1, 0.6)
-        n = int(rt60 * SR)
-        t = np.arange(n) / SR
-        ir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
-        ir[0] = 0
-        ir *= rng.uniform(0.1, 0.5) / (np.sqrt(np.sum(ir * ir)) + 1e-12)
-        ir[0] = 1.0
-        x = signal.fftconvolve(x, ir)[: x.shape[0] + n // 2]
-    lead, trail = (int(rng.uniform(0, 0.3) * SR) for _ in range(2))
-    x = np.concatenate([np.zeros(lead), x, np.zeros(trail)])
-    if rng.random() < 0.7:
-        rms = np.sqrt(np.mean(x * x)) + 1e-9
-        snr = rng.uniform(5, 40)
-        x = x + coloured_noise(x.shape[0], rng) * rms / 10 ** (snr / 20)
-    else:  # at least a little dither-level noise, as a microphone has
-        x = x + rng.standard_normal(x.shape[0]) * 1e-5
-    peak = np.max(np.abs(x)) + 1e-12
-    return x * (10 ** rng.uniform(-1.3, -0.05) / peak)
-
-
-def quantise(x: np.ndarray) -> np.ndarray:
-    """float -> int16 samples (clipped)."""
-    return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
+def _init(rir_path):
+    global _RIRS
+    _RIRS = augment.make_rir_bank(rir_path) if rir_path else None
 
 
 def work_item(job):
@@ -155,10 +114,10 @@ def work_item(job):
         x = to_16k(x, sr)
         rng = np.random.default_rng(job["seed"])
         if job["augment"]:
-            x = augment(x, rng)
+            x = augment.augment(x, rng, _RIRS)
         else:  # clean: only a level between -12 and -1 dB full scale
             x = x * (10 ** rng.uniform(-0.6, -0.05) / (np.max(np.abs(x)) + 1e-12))
-        q = quantise(x)
+        q = augment.quantise(x)
         if q.shape[0] < 400 or q.shape[0] > MAX_SECONDS * SR:
             return job, None, None
         feats = common.features(q.astype(np.float32) / np.float32(32768.0))
@@ -195,6 +154,8 @@ def main():
     ap.add_argument("--sentences", default=os.path.join(common.HERE, "sentences.tsv"))
     ap.add_argument("--out", default=os.path.join(common.WORK, "data"))
     ap.add_argument("--splits", default="val,test_seen,test_unseen,train")
+    ap.add_argument("--test-limit", type=int, default=0, help="at most this many test sentences (0: all)")
+    ap.add_argument("--rirs", default="", help="room impulse response bank (.npz, made if missing) for reverb")
     args = ap.parse_args()
 
     with open(args.sentences) as f:
@@ -207,13 +168,15 @@ def main():
     for s in by["val"]:
         for _ in range(args.val_per_sentence):
             add("val", s, *train_voice(rng), True)
-    for i, s in enumerate(by["test"]):
+    for i, s in enumerate(by["test"][: args.test_limit or None]):
         add("test_seen", s, *train_voice(rng), False)
         eng, voice = UNSEEN_VOICES[i % len(UNSEEN_VOICES)]
         prm = {"speed": 165, "pitch": 50} if eng == "espeak" else {}
         add("test_unseen", s, eng, voice, prm, False)
 
     print(f"features from {common.FEATURES_FROM}", flush=True)
+    if args.rirs:
+        augment.make_rir_bank(args.rirs)
     for split in args.splits.split(","):
         d = os.path.join(args.out, split)
         if os.path.exists(os.path.join(d, "index.json")):
@@ -223,7 +186,7 @@ def main():
         t0 = time.time()
         index, a_off, f_off = [], 0, 0
         with open(os.path.join(d, "audio.i16"), "wb") as fa, open(os.path.join(d, "feats.f16"), "wb") as ff, \
-                Pool(args.jobs) as pool:
+                Pool(args.jobs, _init, (args.rirs,)) as pool:
             for k, (job, q, feats) in enumerate(pool.imap(work_item, jobs[split], chunksize=8)):
                 if q is None:
                     continue

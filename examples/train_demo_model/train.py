@@ -44,6 +44,25 @@ class Split:
         return np.asarray(self.feats[u["feat_offset"]: u["feat_offset"] + u["n_frames"]], dtype=np.float32)
 
 
+class Concat:
+    """Several splits seen as one (same interface as Split: utts, targets, feat)."""
+
+    def __init__(self, splits):
+        self.parts = splits
+        self.utts, self.targets, self.where = [], [], []
+        for k, sp in enumerate(splits):
+            self.utts += sp.utts
+            self.targets += sp.targets
+            self.where += [(k, i) for i in range(len(sp.utts))]
+        self.meta = {"hours": sum(sp.meta["hours"] for sp in splits),
+                     "features_from": splits[0].meta["features_from"]}
+
+    def feat(self, i: int) -> np.ndarray:
+        """Network input (T, 257) float32 of utterance i."""
+        k, j = self.where[i]
+        return self.parts[k].feat(j)
+
+
 def spec_augment(f: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Two frequency and two time masks, set to 0 (the normalised mean)."""
     f = f.copy()
@@ -119,7 +138,13 @@ def main():
     ap.add_argument("--clip", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--train-splits", default="train", help="training splits, comma-separated")
+    ap.add_argument("--val-splits", default="val",
+                    help="validation splits, comma-separated; the first one selects the best model")
+    ap.add_argument("--init", default="", help="warm start from an exported demo_params.af (same width)")
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
+    ap.add_argument("--eval-minutes", type=float, default=0.0,
+                    help="also validate (and keep the best) every this many training minutes (0: per epoch)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -133,8 +158,12 @@ def main():
         log_f.write(line + "\n")
         log_f.flush()
 
-    train, val = Split(args.data, "train"), Split(args.data, "val")
+    train = Concat([Split(args.data, s) for s in args.train_splits.split(",")])
+    vals = {s: Split(args.data, s) for s in args.val_splits.split(",")}
+    val = vals[args.val_splits.split(",")[0]]
     model = common.build_model()
+    if args.init:
+        common.load_flashlight_params(model, args.init)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     state = {"epoch": 0, "batch": 0, "step": 0, "elapsed": 0.0, "best_cer": 1e9, "bad_epochs": 0, "history": []}
     last = os.path.join(args.out, "ckpt_last.pt")
@@ -143,11 +172,12 @@ def main():
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         state = ck["state"]
+        args.init = ""  # the checkpoint holds the weights
         log(f"resumed from {last}: epoch {state['epoch']} batch {state['batch']} "
             f"step {state['step']} elapsed {state['elapsed']:.0f} s")
     else:
         log(f"start: {len(train.utts)} train utts ({train.meta['hours']:.2f} h), {len(val.utts)} val; "
-            f"width {common.WIDTH}, {sum(p.numel() for p in model.parameters())} params; "
+            f"warm start {args.init or 'none (He initialisation)'}; width {common.WIDTH}, {sum(p.numel() for p in model.parameters())} params; "
             f"features {train.meta['features_from']}; tokens {common.TOKENS_FROM}; args {vars(args)}")
 
     def save(path, extra=None):
@@ -157,6 +187,9 @@ def main():
         os.replace(tmp, path)
 
     budget = args.hours * 3600
+    if state.get("finished"):
+        log(f"already finished: best val CER {state['best_cer']:.4f} ({last}); delete it to train again")
+        return
     model.train()
     last_ckpt = time.time()
     done = False
@@ -193,12 +226,16 @@ def main():
             if state["elapsed"] >= budget:
                 done = True
                 break
+            if args.eval_minutes and state["elapsed"] - state.get("last_eval", 0.0) >= args.eval_minutes * 60:
+                break  # a validation within the epoch; the epoch continues after it
         t1 = time.time()
         vcer, vloss = evaluate(model, val)
+        others = {s: evaluate(model, sp)[0] for s, sp in vals.items() if sp is not val}
         state["elapsed"] += time.time() - t1
+        state["last_eval"] = state["elapsed"]
         ep_done = state["batch"] >= len(batches)
         state["history"].append({"epoch": state["epoch"], "complete": ep_done, "val_cer": vcer, "val_loss": vloss,
-                                 "train_minutes": state["elapsed"] / 60})
+                                 "other_val_cer": others, "train_minutes": state["elapsed"] / 60})
         improved = vcer < state["best_cer"]
         if improved:
             state["best_cer"], state["bad_epochs"] = vcer, 0
@@ -206,6 +243,7 @@ def main():
             state["bad_epochs"] += 1
         log(f"epoch {state['epoch']} {'done' if ep_done else 'stopped'} in {time.time() - t_ep:.0f} s: "
             f"val CER {vcer:.4f} loss {vloss:.3f} (best {state['best_cer']:.4f}) "
+            + "".join(f"{s} CER {c:.4f} " for s, c in others.items()) +
             f"train time {state['elapsed'] / 60:.1f} min")
         if ep_done:
             state["epoch"] += 1
@@ -214,9 +252,11 @@ def main():
             save(os.path.join(args.out, "ckpt_best.pt"))
         save(last)
         last_ckpt = time.time()
-        if state["bad_epochs"] >= args.patience:
+        if state["bad_epochs"] >= args.patience and not done:
             log(f"no val improvement in {args.patience} epochs: stop")
             break
+    state["finished"] = True
+    save(last)
     log(f"finished: best val CER {state['best_cer']:.4f}, {state['step']} steps, "
         f"train time {state['elapsed'] / 60:.1f} min")
 
