@@ -68,6 +68,7 @@ setup(
         "scipy>=1.9",
         "matplotlib>=3.6",
         "tqdm>=4.60",
+        "threadpoolctl>=3.1",
     ],
     extras_require={
         "arrayfire": ["arrayfire>=3.8"],
