@@ -1,0 +1,48 @@
+"""The time convolution (no im2col buffer) against the im2col convolution it replaces, values and gradients."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from afmask import fl
+from afmask.fl import Variable
+from afmask.fl import conv as _conv
+
+
+def _run(x, w, b, sx, px, direct, calc_w):
+    xv, wv, bv = Variable(x, True), Variable(w, calc_w), Variable(b, calc_w)
+    out = fl.conv2d(xv, wv, bv, sx, 1, px, 0)
+    g = np.random.default_rng(1).standard_normal(out.host().shape).astype(x.dtype)
+    out.backward(Variable(g, False))
+    grads = [xv.grad().host()] + ([wv.grad().host(), bv.grad().host()] if calc_w else [])
+    return out.host(), grads
+
+
+@pytest.mark.parametrize("sx,px,k,n,calc_w", [(s, p, k, n, c) for (s, p, k), n, c in itertools.product(
+    [(1, 0, 1), (1, 3, 8), (2, 3, 8), (2, 0, 3), (3, 2, 5), (2, 6, 4), (3, 0, 2)], [1, 3], [False, True])])
+def test_time_convolution_equals_im2col(sx, px, k, n, calc_w, monkeypatch):
+    rng = np.random.default_rng(k * 10 + sx)
+    W, C, O = 23, 5, 4
+    x = rng.standard_normal((W, 1, C, n)).astype(np.float64)
+    w = np.asfortranarray(rng.standard_normal((k, 1, C, O)))
+    b = rng.standard_normal((1, 1, O))
+    fast = _run(x, w, b, sx, px, True, calc_w)
+    monkeypatch.setattr(_conv, "BLOCK_ROWS", 4)  # several row blocks, partial last block
+    blocked = _run(x, w, b, sx, px, True, calc_w)
+    monkeypatch.setattr(_conv, "supported", lambda *a: False)
+    ref = _run(x, w, b, sx, px, False, calc_w)
+    for got in (fast, blocked):
+        np.testing.assert_allclose(got[0], ref[0], rtol=1e-12, atol=1e-12)
+        for a, r in zip(got[1], ref[1]):
+            np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
+
+
+def test_eval_mode_keeps_no_input_for_the_backward():
+    """Without a weight gradient the graph holds no copy of the input (the im2col patches were kept before)."""
+    x = np.random.default_rng(0).standard_normal((40, 1, 3, 2)).astype(np.float32)
+    w = Variable(np.asfortranarray(np.ones((4, 1, 3, 2), np.float32)), False)
+    out = fl.conv2d(Variable(x, True), w, None, 2, 1, 1, 0)
+    cells = [c.cell_contents for c in out._grad_func.__closure__]
+    held = [c for c in cells if isinstance(c, list) or (isinstance(c, np.ndarray) and c.size >= x.size)]
+    assert held == [], f"the backward keeps {[(type(c).__name__, getattr(c, 'shape', None)) for c in held]}"
