@@ -46,3 +46,23 @@ def test_eval_mode_keeps_no_input_for_the_backward():
     cells = [c.cell_contents for c in out._grad_func.__closure__]
     held = [c for c in cells if isinstance(c, list) or (isinstance(c, np.ndarray) and c.size >= x.size)]
     assert held == [], f"the backward keeps {[(type(c).__name__, getattr(c, 'shape', None)) for c in held]}"
+
+
+@pytest.mark.parametrize("calc_w", [False, True])
+def test_fused_relu_equals_relu_of_conv(calc_w):
+    from afmask.fl.functions import conv2d_relu
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((19, 1, 4, 2))
+    w = np.asfortranarray(rng.standard_normal((5, 1, 4, 3)))
+    b = rng.standard_normal((1, 1, 3))
+    g = rng.standard_normal((10, 1, 3, 2))
+    res = []
+    for fused in (True, False):
+        xv, wv, bv = Variable(x, True), Variable(w, calc_w), Variable(b, calc_w)
+        out = conv2d_relu(xv, wv, bv, 2, 1, 2, 0) if fused else fl.relu(fl.conv2d(xv, wv, bv, 2, 1, 2, 0))
+        out.backward(Variable(g, False))
+        res.append([out.host(), xv.grad().host()] + ([wv.grad().host(), bv.grad().host()] if calc_w else []))
+    assert (res[0][0] == 0).any() and (res[0][0] > 0).any()
+    for a, r in zip(*res):
+        np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)

@@ -79,8 +79,10 @@ def pad_phases(xp: Any, xt: Any, s: int, p: int, k: int, nx: int) -> list:
     return phases
 
 
-def forward(xp: Any, x4: Any, wk: Any, bias: Optional[Any], s: int, p: int, keep_input: bool):
-    """Output [nx, 1, cout, N] (time-major memory) of input [W, 1, C, N]; also the phases if ``keep_input``."""
+def forward(xp: Any, x4: Any, wk: Any, bias: Optional[Any], s: int, p: int, keep_input: bool, relu: bool = False):
+    """Output [nx, 1, cout, N] (time-major memory) of input [W, 1, C, N]; also the phases if ``keep_input``.
+
+    ``relu``: max(out, 0) applied to each block while it is in the cache (a fused ReLU)."""
     W, _, C, N = x4.shape
     k, _, O = wk.shape
     nx = (W + 2 * p - k) // s + 1
@@ -104,6 +106,8 @@ def forward(xp: Any, x4: Any, wk: Any, bias: Optional[Any], s: int, p: int, keep
                 oc += tmp
         if bias is not None:
             oc += bias
+        if relu:
+            xp.maximum(oc, 0, out=oc)
     return _from_time_major(xp, out), (phases if keep_input else None)
 
 
@@ -112,20 +116,32 @@ def _gt(xp: Any, g4: Any) -> Any:
     return g if g.flags.c_contiguous else xp.ascontiguousarray(g)
 
 
-def backward_input(xp: Any, g4: Any, wk: Any, W: int, s: int, p: int) -> Any:
-    """Gradient [W, 1, C, N] of the input from the output gradient [nx, 1, cout, N]."""
+def _masked(xp: Any, gc: Any, out_rows: Optional[Any], buf: Any) -> Any:
+    """A block of the output gradient, zeroed where the fused ReLU's output is not positive."""
+    if out_rows is None:
+        return gc
+    xp.multiply(gc, out_rows > 0, out=buf)
+    return buf
+
+
+def backward_input(xp: Any, g4: Any, wk: Any, W: int, s: int, p: int, relu_out: Optional[Any] = None) -> Any:
+    """Gradient [W, 1, C, N] of the input from the output gradient [nx, 1, cout, N] (through the fused ReLU whose
+    output is ``relu_out``, if given)."""
     nx, _, O, N = g4.shape
     k, C, _ = wk.shape
     g2 = _gt(xp, g4).reshape(nx * N, O)
+    o2 = None if relu_out is None else _time_major(relu_out).reshape(nx * N, O)
     Wp = W + 2 * p
     rows_of = [((k - 1 - ph) // s + nx if ph < k else 0) for ph in range(s)]
     dph = [POOL.take(xp, (r, N, C), g4.dtype, zero=True) for r in rows_of]
     flat = [d.reshape(-1, C) for d in dph]
     tb = max(BLOCK_ROWS // N, 1)
     scratch = POOL.take(xp, (min(tb, nx) * N, C), g4.dtype)
+    gbuf = POOL.take(xp, (min(tb, nx) * N, O), g4.dtype) if o2 is not None else None
     for t0 in range(0, nx, tb):
         t1 = min(t0 + tb, nx)
-        gc = g2[t0 * N : t1 * N]
+        rows = slice(t0 * N, t1 * N)
+        gc = _masked(xp, g2[rows], None if o2 is None else o2[rows], None if gbuf is None else gbuf[: (t1 - t0) * N])
         tmp = scratch[: (t1 - t0) * N]
         for j in range(k):
             dst = flat[j % s][(j // s + t0) * N : (j // s + t1) * N]
@@ -146,14 +162,17 @@ def backward_input(xp: Any, g4: Any, wk: Any, W: int, s: int, p: int) -> Any:
     return _from_time_major(xp, dxp[lo:hi])
 
 
-def backward_weights(xp: Any, g4: Any, phases: list, k: int, s: int) -> Any:
+def backward_weights(xp: Any, g4: Any, phases: list, k: int, s: int, relu_out: Optional[Any] = None) -> Any:
     """Gradient [kw, 1, C, cout] of the weights from the output gradient and the kept input phases."""
     nx, _, O, N = g4.shape
     C = phases[0].shape[2]
     g2 = _gt(xp, g4).reshape(nx * N, O)
+    if relu_out is not None:
+        g2 = _masked(xp, g2, _time_major(relu_out).reshape(nx * N, O), xp.empty_like(g2))
     flat = [ph.reshape(-1, C) for ph in phases]
     dw = xp.empty((k, C, O), dtype=g4.dtype)
     for j in range(k):
         src = flat[j % s][(j // s) * N : (j // s + nx) * N]
         xp.matmul(src.T, g2, out=dw[j])
     return dw.reshape(k, 1, C, O)
+

@@ -589,8 +589,20 @@ def conv2d(
     return _out(out, input, inputs, grad)
 
 
-def _conv_time(input: Variable, weights: Variable, bias: Variable | None, sx: int, px: int) -> Variable:
-    """conv2d of [W, 1, C, N] by [kw, 1, C, cout] without an im2col buffer (afmask.fl.conv)."""
+def conv2d_relu(input: Variable, weights: Variable, bias: Variable | None = None, sx: int = 1, sy: int = 1,
+                px: int = 0, py: int = 0) -> Variable:
+    """``relu(conv2d(...))`` (same shapes and values), fused where the time convolution applies: the ReLU runs on
+    each output block in the cache and the graph keeps one array instead of two."""
+    b = input.backend
+    W, H, C, N = input.dims()
+    kw, kh, cin, cout = weights.dims()
+    if cin == C and _conv.supported(b, (kw, kh, cin, cout), (W, H, C, N), sy, py):
+        return _conv_time(input, weights, bias, sx, px, relu=True)
+    return relu(conv2d(input, weights, bias, sx, sy, px, py))
+
+
+def _conv_time(input: Variable, weights: Variable, bias: Variable | None, sx: int, px: int, relu: bool = False) -> Variable:
+    """conv2d of [W, 1, C, N] by [kw, 1, C, cout] without an im2col buffer (afmask.fl.conv), optionally with a ReLU."""
     b = input.backend
     xp = b.xp
     W, _, C, N = input.dims()
@@ -598,16 +610,18 @@ def _conv_time(input: Variable, weights: Variable, bias: Variable | None, sx: in
     w_grad = weights.isCalcGrad()
     wk = _conv.taps(xp, weights.array(), b._4d(weights.array()), cache=not w_grad)
     bias_row = None if bias is None else b._4d(bias.array()).reshape(-1)
-    out4, phases = _conv.forward(xp, b._4d(input.array()), wk, bias_row, sx, px, keep_input=w_grad)
+    out4, phases = _conv.forward(xp, b._4d(input.array()), wk, bias_row, sx, px, keep_input=w_grad, relu=relu)
 
     def grad(inputs, g):
         g4 = b._4d(g.array())
+        masked_by = out4 if relu else None
         if inputs[0].isCalcGrad():
-            _add_grad(inputs[0], b._canon(_conv.backward_input(xp, g4, wk, W, sx, px)))
+            _add_grad(inputs[0], b._canon(_conv.backward_input(xp, g4, wk, W, sx, px, masked_by)))
         if inputs[1].isCalcGrad():
-            _add_grad(inputs[1], b._canon(_conv.backward_weights(xp, g4, phases, kw, sx)))
+            _add_grad(inputs[1], b._canon(_conv.backward_weights(xp, g4, phases, kw, sx, masked_by)))
         if len(inputs) > 2 and inputs[2].isCalcGrad():
-            _add_grad(inputs[2], b.sum(g.array(), [0, 1, 3]))
+            gb = g.array() if not relu else b.where(out4 > 0, g.array(), 0.0)
+            _add_grad(inputs[2], b.sum(gb, [0, 1, 3]))
 
     inputs = (input, weights) if bias is None else (input, weights, bias)
     return _out(b._canon(out4), input, inputs, grad)

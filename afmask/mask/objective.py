@@ -21,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from afmask import fl
-from afmask.backend import Backend, get_backend
+from afmask.backend import Backend, get_backend, threads
 from afmask.backend.workspace import POOL
 from afmask.features.stft import global_mean_stdev
 from afmask.fl import Variable, seq, span
@@ -95,6 +95,7 @@ class MaskObjective:
         if noise not in ("absolute", "relative"):
             raise ValueError(f"noise must be 'absolute' or 'relative', got {noise!r}")
         self.B = backend or get_backend()
+        threads.ensure()  # afmask's BLAS/OpenMP threads, chosen once per process
         self.model = model
         self.variant, self.noise, self.stats = variant, noise, stats
         self.K, self.T = fft.shape[0] // 2, fft.shape[1]
@@ -140,6 +141,11 @@ class MaskObjective:
             raw = B.reorder(B.randn((samples, self.T, 2 * self.K), seed, self.dtype), (2, 1, 0))
         if self.noise_scale is None:
             return fortran(B, raw * self.dtype.type(self.fftstdev))
+        if getattr(B, "xp", None) is not None and getattr(raw.flags, "writeable", True):
+            # the fresh draws scaled in place, broadcasting |x_k| over the samples: no tiled copy, no second array
+            raw4 = B._4d(raw)
+            raw4 *= B._4d(self.noise_scale)
+            return fortran(B, raw)
         if samples not in self._scale_tiled:
             tiled = self.noise_scale if samples == 1 else B.tile(self.noise_scale, (1, 1, samples))
             self._scale_tiled[samples] = fortran(B, tiled)
