@@ -30,9 +30,11 @@ def test_time_convolution_equals_im2col(sx, px, k, n, calc_w, monkeypatch):
     fast = _run(x, w, b, sx, px, True, calc_w)
     monkeypatch.setattr(_conv, "BLOCK_ROWS", 4)  # several row blocks, partial last block
     blocked = _run(x, w, b, sx, px, True, calc_w)
+    monkeypatch.setattr(_conv, "USE_CBLAS", False)  # NumPy's matmul and a scratch block instead of BLAS directly
+    plain = _run(x, w, b, sx, px, True, calc_w)
     monkeypatch.setattr(_conv, "supported", lambda *a: False)
     ref = _run(x, w, b, sx, px, False, calc_w)
-    for got in (fast, blocked):
+    for got in (fast, blocked, plain):
         np.testing.assert_allclose(got[0], ref[0], rtol=1e-12, atol=1e-12)
         for a, r in zip(got[1], ref[1]):
             np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
@@ -66,3 +68,8 @@ def test_fused_relu_equals_relu_of_conv(calc_w):
     assert (res[0][0] == 0).any() and (res[0][0] > 0).any()
     for a, r in zip(*res):
         np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
+
+
+def test_direct_blas_is_found_and_used():
+    """numpy's own OpenBLAS is called directly for float32 and float64 (else the tests above compare matmul twice)."""
+    assert _conv._blas(np, np.float32) is not None and _conv._blas(np, np.float64) is not None

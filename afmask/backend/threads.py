@@ -80,8 +80,8 @@ def _gemm_ms(n: int, a: np.ndarray, b: np.ndarray, out: np.ndarray, repeats: int
     return times
 
 
-def measure(cores: int, rounds: int = 5) -> dict:
-    """Median ms of a network-sized float32 GEMM (2112 x 128 by 128 x 128, 8 times) with 1 and ``cores`` threads, interleaved."""
+def measure(cores: int, rounds: int = 3) -> dict:
+    """Median ms of a network-sized float32 GEMM (2112 x 128 by 128 x 128, 4 times) with 1 and ``cores`` threads, interleaved."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((2112, 128), dtype=np.float32)
     b = rng.standard_normal((128, 128), dtype=np.float32)
@@ -89,7 +89,7 @@ def measure(cores: int, rounds: int = 5) -> dict:
     times: dict = {1: [], cores: []}
     for _ in range(rounds):
         for n in (1, cores):
-            times[n].extend(_gemm_ms(n, a, b, out, 8))
+            times[n].extend(_gemm_ms(n, a, b, out, 4))
     return {n: statistics.median(t) for n, t in times.items()}
 
 
@@ -117,7 +117,24 @@ def configure(threads: Optional[int] = None) -> ThreadChoice:
                                      f"(needs {GAIN_NEEDED}x; a busy core makes them wait)", ms)
     _apply(choice.threads)
     _choice = choice
+    global _measured_at
+    _measured_at = time.monotonic()
     return choice
+
+
+#: A measured choice of more than one thread is measured again after this many seconds (load changes).
+RECHECK_SECONDS = 30.0
+_measured_at = 0.0
+
+
+def recheck() -> ThreadChoice:
+    """Measure again if more than one thread was chosen by measurement a while ago: when a core turns busy,
+    fall back to one thread (one thread never waits for another core, so it is never re-measured)."""
+    global _measured_at
+    c = current()
+    if c.threads > 1 and c.measured_ms is not None and time.monotonic() - _measured_at > RECHECK_SECONDS:
+        c = configure()
+    return c
 
 
 def current() -> ThreadChoice:

@@ -29,7 +29,7 @@ class Pool:
 
     def take(self, xp: Any, shape: tuple, dtype: Any, zero: bool = False) -> Any:
         """An array of ``shape`` and ``dtype`` (zero-filled if asked) that no one else references."""
-        key = (xp.__name__, tuple(shape), str(dtype))
+        key = (xp.__name__, shape, dtype)
         bufs = self._bufs.setdefault(key, [])
         for a in bufs:
             # references: the list, the loop variable and getrefcount's argument

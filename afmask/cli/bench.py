@@ -1,4 +1,4 @@
-"""``afmask bench kernel|mask``: benchmarks that print figures (ratios against a baseline in the same run)."""
+"""``afmask bench kernel|mask|torch``: benchmarks that print figures (ratios against a baseline in the same run)."""
 
 from __future__ import annotations
 
@@ -18,3 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = which.add_parser("mask", help="seconds per iteration and convergence on the demo model")
     mask.add_arguments(m)
     m.set_defaults(func=mask.run_from_args)
+    from afmask.bench import torch as torch_bench  # imports torch only when run
+
+    t = which.add_parser("torch", help="afmask against PyTorch on the same network and iteration (needs torch)")
+    torch_bench.add_arguments(t)
+    t.set_defaults(func=torch_bench.run_from_args)
