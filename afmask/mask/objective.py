@@ -15,6 +15,7 @@ Several noise samples (S) are batched along dim 3 of the network input
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -47,10 +48,11 @@ def _leaf(data: Any, backend: Backend, calc_grad: bool) -> Variable:
 
 @dataclass
 class Centred:
-    """trInput - mean without a full-size copy: the magnitudes (K, T, S) and each sample's float64 mean."""
+    """trInput - mean without a full-size copy: the magnitudes (K, T, S), each sample's float64 mean and sum."""
 
     mag: Any
     mean: np.ndarray
+    sum: np.ndarray
 
 
 @dataclass
@@ -197,21 +199,24 @@ class MaskObjective:
         S = B.dims(mag)[2]
         m3 = B._4d(mag)[:, :, :, 0]  # (K, T, S)
         buf = POOL.take(xp, (self.T, S, self.K), self.dtype)  # time-major: one GEMM per tap reads all samples
-        x64 = POOL.take(xp, (self.T, self.K), np.float64)
         n = float(self.T * self.K)
-        means, stdevs = np.empty(S), np.empty(S)
+        means, stdevs, sums = np.empty(S), np.empty(S), np.empty(S)
         for s in range(S):
-            x64[...] = m3[:, :, s].T
-            mean = float(x64.sum()) / n
-            x64 -= mean
-            flat = x64.reshape(-1)
-            stdev = float(xp.sqrt(xp.dot(flat, flat) / n))
+            x = m3[:, :, s].T  # (T, K)
+            # float64 sums (single passes over the float32 values, no float64 copy); the magnitudes are >= 0,
+            # so E[x^2] - mean^2 loses nothing in float64
+            sx = float(x.sum(dtype=np.float64))
+            mean = sx / n
+            var = float(xp.einsum("ij,ij->", x, x, dtype=np.float64)) / n - mean * mean
+            stdev = math.sqrt(max(var, 0.0))
             if not stdev > 0:
                 raise ValueError(f"the perturbed magnitudes of sample {s} are constant (stdev {stdev}): cannot normalise")
-            xp.divide(x64, stdev, out=buf[:, s, :], casting="same_kind")
-            means[s], stdevs[s] = mean, stdev
+            out = buf[:, s, :]
+            xp.subtract(x, mean, out=out)
+            out /= stdev
+            means[s], stdevs[s], sums[s] = mean, stdev, sx
         inp = buf.transpose(0, 2, 1)[:, :, None, :]  # (T, K, 1, S) view
-        return B._canon(inp), Centred(mag, means), stdevs
+        return B._canon(inp), Centred(mag, means, sums), stdevs
 
     def distance(self, current: Variable, samples: int, pre: Optional[Variable] = None) -> Variable:
         """Mean over samples of ``||pre - cur||_F^2``; ``pre`` defaults to the clean output.
@@ -268,29 +273,31 @@ class MaskObjective:
         return fortran(B, B.reorder(dx, (1, 0, 2, 3)))
 
     def _normalisation_backward_xp(self, dy: Any, centred: "Centred", stdev: np.ndarray, scale: float) -> Any:
-        # the same formulas per sample, every sum and the per-element arithmetic in float64, written once
+        # the same formulas per sample with every sum in float64 (sum(dy*c) = sum(dy*x) - mean*sum(dy)), then
+        # dx = a*dy + b*(x - mean) + dmu/N element-wise, written once into the kernel's layout
         B = self.B
         xp = B.xp
         S = len(centred.mean)
         m3 = B._4d(centred.mag)[:, :, :, 0]
         dy4 = B._4d(dy)
         out = POOL.take(xp, (S, self.T, self.K), self.dtype)  # column-major (K, T, S): what the kernel reads
-        c = POOL.take(xp, (self.T, self.K), np.float64)
-        d = POOL.take(xp, (self.T, self.K), np.float64)
+        tmp = POOL.take(xp, (self.T, self.K), self.dtype)
         n = float(self.T * self.K)
         for s in range(S):
-            c[...] = m3[:, :, s].T
-            c -= centred.mean[s]
-            d[...] = dy4[:, :, 0, s] if dy4.shape[2] == 1 else dy4[:, :, s, 0]
-            sigma = float(stdev[s])
-            sigma2 = sigma * sigma
-            dsigma2 = float(xp.dot(d.reshape(-1), c.reshape(-1))) * -0.5 * sigma2 ** -1.5
-            dmu = float(d.sum()) * (-1.0 / sigma) + float(c.sum()) * -2.0 * dsigma2 / n
-            d *= scale / sigma
-            c *= scale * dsigma2 * 2.0 / n
-            d += c
-            d += scale * dmu / n
-            out[s] = d
+            x = m3[:, :, s].T
+            d = dy4[:, :, 0, s] if dy4.shape[2] == 1 else dy4[:, :, s, 0]
+            mean, sigma = float(centred.mean[s]), float(stdev[s])
+            sd = float(d.sum(dtype=np.float64))
+            sdc = float(xp.einsum("ij,ij->", d, x, dtype=np.float64)) - mean * sd
+            sc = float(centred.sum[s]) - n * mean
+            dsigma2 = sdc * -0.5 * (sigma * sigma) ** -1.5
+            dmu = sd * (-1.0 / sigma) + sc * -2.0 * dsigma2 / n
+            a, b = scale / sigma, scale * dsigma2 * 2.0 / n
+            o = out[s]
+            xp.multiply(d, a, out=o)
+            xp.multiply(x, b, out=tmp)
+            o += tmp
+            o += scale * dmu / n - b * mean
         return B._canon(out.transpose(2, 1, 0))
 
     def data_gradient(self, fw: Forward) -> tuple[Any, float]:
