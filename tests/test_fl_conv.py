@@ -72,4 +72,26 @@ def test_fused_relu_equals_relu_of_conv(calc_w):
 
 def test_direct_blas_is_found_and_used():
     """numpy's own OpenBLAS is called directly for float32 and float64 (else the tests above compare matmul twice)."""
+    from threadpoolctl import threadpool_info
+
+    if not any(i.get("internal_api") == "openblas" and "numpy" in i.get("filepath", "") for i in threadpool_info()):
+        pytest.skip("numpy here does not use its bundled OpenBLAS; the time convolution uses NumPy's matmul")
     assert _conv._blas(np, np.float32) is not None and _conv._blas(np, np.float64) is not None
+
+
+def test_a_float64_gradient_through_float32_weights_promotes():
+    """A float64 output gradient into a float32 layer (as a float64 loss gives): NumPy's promotion, not garbage."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((21, 1, 6, 1)).astype(np.float32)
+    w = Variable(np.asfortranarray(rng.standard_normal((5, 1, 6, 4)).astype(np.float32)), False)
+    g = rng.standard_normal((11, 1, 4))
+    grads = []
+    for fast in (True, False):
+        xv = Variable(x, True)
+        with pytest.MonkeyPatch.context() as mp:
+            if not fast:
+                mp.setattr(_conv, "supported", lambda *a: False)
+            fl.conv2d(xv, w, None, 2, 1, 2, 0).backward(Variable(g, False))
+        grads.append(xv.grad().host())
+    assert np.all(np.isfinite(grads[0]))
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-5)

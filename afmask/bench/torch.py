@@ -387,7 +387,8 @@ def per_frame(st: Settings, log: Callable[[str], None]) -> dict:
         for T, r in runs.items():
             times[T].append(_ms(r.step))
     out = {T: statistics.median(t) for T, t in times.items()}
-    log("per-frame cost of the default iteration: " + ", ".join(f"T = {T}: {ms:.0f} ms" for T, ms in out.items()))
+    log(f"default iteration at each length ({st.long_rounds} interleaved rounds): "
+        + ", ".join(f"T = {T}: {ms:.0f} ms ({ms / T:.3f} ms/frame)" for T, ms in out.items()))
     return out
 
 

@@ -152,12 +152,13 @@ def forward(xp: Any, x4: Any, wk: Any, bias: Optional[Any], s: int, p: int, keep
     k, _, O = wk.shape
     nx = (W + 2 * p - k) // s + 1
     phases = pad_phases(xp, _time_major(x4), s, p, k, nx)
-    out = POOL.take(xp, (nx, N, O), x4.dtype)
+    dt = xp.result_type(x4.dtype, wk.dtype)
+    out = POOL.take(xp, (nx, N, O), dt)
     out2 = out.reshape(nx * N, O)
     tb = max(BLOCK_ROWS // N, 1)
-    scratch = POOL.take(xp, (min(tb, nx) * N, O), x4.dtype) if _blas(xp, x4.dtype) is None else None
+    scratch = POOL.take(xp, (min(tb, nx) * N, O), dt)
     flat = [ph.reshape(-1, C) for ph in phases]
-    blas = _blas(xp, x4.dtype)
+    blas = _blas(xp, x4.dtype) if x4.dtype == wk.dtype else None  # mixed types: NumPy's promotion rules
     if blas is not None:
         isz = out.itemsize
         ptrs = [f.ctypes.data for f in flat]
@@ -210,11 +211,12 @@ def backward_input(xp: Any, g4: Any, wk: Any, W: int, s: int, p: int, relu_out: 
     o2 = None if relu_out is None else _time_major(relu_out).reshape(nx * N, O)
     Wp = W + 2 * p
     rows_of = [((k - 1 - ph) // s + nx if ph < k else 0) for ph in range(s)]
-    dph = [POOL.take(xp, (r, N, C), g4.dtype, zero=True) for r in rows_of]
+    dt = xp.result_type(g4.dtype, wk.dtype)
+    dph = [POOL.take(xp, (r, N, C), dt, zero=True) for r in rows_of]
     flat = [d.reshape(-1, C) for d in dph]
     tb = max(BLOCK_ROWS // N, 1)
-    blas = _blas(xp, g4.dtype)
-    scratch = POOL.take(xp, (min(tb, nx) * N, C), g4.dtype) if blas is None else None
+    blas = _blas(xp, g4.dtype) if g4.dtype == wk.dtype else None  # mixed types: NumPy's promotion rules
+    scratch = POOL.take(xp, (min(tb, nx) * N, C), dt) if blas is None else None
     gbuf = POOL.take(xp, (min(tb, nx) * N, O), g4.dtype) if o2 is not None else None
     for t0 in range(0, nx, tb):
         t1 = min(t0 + tb, nx)
@@ -235,13 +237,13 @@ def backward_input(xp: Any, g4: Any, wk: Any, W: int, s: int, p: int, relu_out: 
     if s == 1:
         dxp = dph[0]
     else:
-        dxp = POOL.take(xp, (Wp, N, C), g4.dtype, zero=True)
+        dxp = POOL.take(xp, (Wp, N, C), dt, zero=True)
         for ph in range(s):
             n = min(rows_of[ph], len(range(ph, Wp, s)))
             dxp[ph : ph + s * (n - 1) + 1 : s] = dph[ph][:n]
     lo, hi = p, min(p + W, dxp.shape[0])
     if hi - lo < W:  # rows past the last window get no gradient
-        full = xp.zeros((W, N, C), dtype=g4.dtype)
+        full = xp.zeros((W, N, C), dtype=dt)
         full[: hi - lo] = dxp[lo:hi]
         return _from_time_major(xp, full)
     return _from_time_major(xp, dxp[lo:hi])
