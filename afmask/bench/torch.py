@@ -532,6 +532,7 @@ def run(st: Settings, log: Callable[[str], None] = print) -> dict:
 
     torch = _torch()
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # the SAME padding is fixed per traced length
+    warnings.filterwarnings("ignore", message=".*jit.trace.* is deprecated", category=DeprecationWarning)
     choice = threads.current()
     _set_torch_threads(choice.threads)
     log(f"threads: {choice.threads} ({choice.reason}); PyTorch {torch.__version__} on {torch.get_num_threads()} thread(s)")
