@@ -53,7 +53,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["afmask", "afmask.*"]),
     include_package_data=True,
-    package_data={"afmask": ["data/*/*", "kernels/*.cu", "report/assets/*"]},
+    package_data={"afmask": ["data/*/*", "kernels/*.cu", "kernels/*.cl", "report/assets/*"]},
     ext_modules=[
         Pybind11Extension(
             "afmask._ext",
@@ -69,11 +69,16 @@ setup(
         "matplotlib>=3.6",
         "tqdm>=4.60",
         "threadpoolctl>=3.1",
+        # TOML settings files (--config FILE.toml) on Python < 3.11, where tomllib is missing
+        "tomli>=1.1; python_version<'3.11'",
     ],
     extras_require={
         "arrayfire": ["arrayfire>=3.8"],
         "cupy": ["cupy>=12"],
-        "test": ["pytest>=7", "hypothesis>=6", "playwright>=1.40"],
+        # the OpenCL kernel path (any OpenCL device; pocl-opencl-icd gives one on a CPU)
+        "opencl": ["pyopencl>=2022"],
+        # pyopencl: CI runs the OpenCL kernel's tests on pocl
+        "test": ["pytest>=7", "hypothesis>=6", "playwright>=1.40", "pyopencl>=2022"],
         # development tools only (cross-checks against PyTorch, training the demo model): the CPU build
         # that lies on the project's machines; afmask never imports torch at run time
         "dev": ["torch==2.13.0"],

@@ -16,13 +16,34 @@ from typing import Optional, Sequence
 import numpy as np
 
 from afmask.features import features
+from afmask.features.checks import check_audible, features_of
 from afmask.fl.nn import Module
 from afmask.io import load_audio, read_arrays, save_arrays
-from afmask.mask import MaskConfig, MaskObjective, MaskResult, run_mask
+from afmask.io.files import in_stage, removes_new_folder_on_failure, stage, sweep_stale
+from afmask.mask import MaskConfig, MaskObjective, MaskResult, MaskRun
 from afmask.mask.regress import RTOL, TensorCheck, format_report, replay
 
 #: Files of a run folder that the evaluation and the report read back.
 FEATURES_FILE = "features.npz"
+#: What a run leaves besides its checkpoint and config.json: removed when a new run starts in the folder, so
+#: that no file of an older run (an evaluation, a verdict, renditions) can be shown beside the new m.
+RUN_OUTPUTS = ("m.npy", "m.af", "m_last.npy", "summary.json", "heatmap.png", "training.png", FEATURES_FILE)
+
+
+def _remove_stale(out: Path, fresh: bool) -> None:
+    """Remove the evaluation (its mark evaluation.json first), the report and the outputs of an earlier run in ``out``."""
+    import shutil
+
+    from afmask.evaluate.evaluation import CURVES_FILE, EVALUATION_FILE, RENDITIONS_DIR
+
+    names = [EVALUATION_FILE, CURVES_FILE, "report.html", *RUN_OUTPUTS] + (["log.csv"] if fresh else [])
+    for name in names:
+        try:
+            os.unlink(out / name)
+        except FileNotFoundError:
+            pass
+    if (out / RENDITIONS_DIR).is_dir():
+        shutil.rmtree(out / RENDITIONS_DIR)
 
 
 @dataclass
@@ -45,6 +66,34 @@ def _frames(spec: Optional[Sequence[int]], T: int) -> slice:
     return slice(start, stop)
 
 
+def _check_frames(model: Module, variant: str, sel: slice, num_samples: int, audio: os.PathLike, given: bool) -> None:
+    """Refuse fewer frames than the model and the mask loop need; warn below the model's receptive field."""
+    import warnings
+
+    from afmask.features.stft import covered_samples
+    from afmask.io.audio import AudioError, AudioWarning
+    from afmask.model.network import min_frames, receptive_field
+
+    T = sel.stop - sel.start
+    # one frame is no 2K x T array in ArrayFire's orientation, and the letters variants divide by a stdev over time
+    need = min_frames(model, output_frames_needed=1 if variant == "posteriors" else 2)
+    rf = receptive_field(model)
+    what = (f"--frames {sel.start}:{sel.stop} selects {T} frame{'s' if T != 1 else ''}" if given else
+            f"has {T} frame{'s' if T != 1 else ''} ({num_samples} samples, {1000 * num_samples / 16000:.1f} ms)")
+    if T < need:
+        fix = (f"select at least {need} frames, e.g. --frames {sel.start}:{sel.start + max(need, rf)}" if given else
+               f"use a recording of at least {covered_samples(need)} samples ({1000 * covered_samples(need) / 16000:.0f} ms; "
+               f"{covered_samples(rf) / 16000:.2f} s for the whole receptive field)")
+        raise AudioError(audio, f"{what}: too few for the model, which needs at least {need} (its receptive field "
+                                f"spans {rf} frames = {covered_samples(rf) / 16000:.2f} s); {fix}")
+    if T < rf:
+        warnings.warn(f"{os.fspath(audio)}: {what}, fewer than the model's receptive field of {rf} frames "
+                      f"({covered_samples(rf) / 16000:.2f} s): every output also sees the zero padding beyond its ends", AudioWarning,
+                      stacklevel=3)
+
+
+@removes_new_folder_on_failure("out")
+@in_stage("the explanation", "out")
 def explain(
     audio: os.PathLike,
     out: os.PathLike,
@@ -66,9 +115,11 @@ def explain(
     config = config or MaskConfig.preset("default")
     model = model if model is not None else demo_model()
     samples = load_audio(audio, resample=resample, channel=channel, allow_clipping=allow_clipping)
-    feats = features(samples, stats=config.stats)
+    feats = features_of(os.fspath(audio), samples, stats=config.stats)
     sel = _frames(frames, feats["fft"].shape[1])
     fft, mag, clean_input = feats["fft"][:, sel], feats["magnitude"][:, sel], feats["input"][sel]
+    check_audible(os.fspath(audio), samples, mag)
+    _check_frames(model, config.variant, sel, samples.size, audio, frames is not None)
     if sel != slice(0, feats["fft"].shape[1]):
         clean_input = None  # normalise the selected frames on their own, as the C++ does for its input
     k = expected_features(model)
@@ -76,12 +127,23 @@ def explain(
         raise ValueError(f"the model expects {k} features per frame (its View), the audio gives {fft.shape[0] // 2}")
     config = config.replace(audio=os.fspath(audio), model=model_name, extra={**config.extra, "frames": [sel.start, sel.stop]})
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: is a file, not a run folder (--out): choose a folder")
+    # before anything is allocated or written: refuse a run the machine cannot hold
+    from afmask.mask.resources import check_resources
+
+    check_resources(fft, model, config, out, audio_samples=samples.size)
     objective = MaskObjective(fft, model, config.variant, noise=config.noise, stats=config.stats,
                               clean_input=clean_input, kernel_path=config.kernel_path)
-    result = run_mask(objective, config, out, resume=resume, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    sweep_stale(out)  # temporaries of runs killed before they could remove them
+    run = MaskRun(objective, config, out)
+    run.start(resume)  # refuses to overwrite a run, or checks a resumed one's settings; writes config.json
+    _remove_stale(out, fresh=run.iteration == 0)
+    result = run.run(progress=progress)
     seg = samples[sel.start * 160 : (sel.stop - 1) * 160 + 400]
-    save_arrays(out / FEATURES_FILE, {"fft": fft, "magnitude": mag, "samples": seg})
+    with stage("saving the explained features"):
+        save_arrays(out / FEATURES_FILE, {"fft": fft, "magnitude": mag, "samples": seg})
     title = f"{Path(audio).name}, {config.mode} mode"
     plot_mask(mag, result.m, out / "heatmap.png", title=title)
     plot_training(result.history, out / "training.png", title=title)
@@ -90,19 +152,59 @@ def explain(
 
 def load_run(out: os.PathLike) -> tuple[MaskConfig, np.ndarray, dict, list]:
     """A finished run folder: its settings, m (2K, T), the features it explained and the per-iteration log."""
-    import csv
+    from afmask.io.runfiles import RunFileError, read_csv_rows, read_json, read_npy, read_npz
+    from afmask.mask.run import CHECKPOINT, LOG_COLUMNS
 
     out = Path(out)
+    if not out.is_dir():
+        raise FileNotFoundError(f"{out}: no such run folder" if not out.exists() else f"{out}: is a file, not a run folder")
     missing = [f for f in ("config.json", "m.npy", FEATURES_FILE, "log.csv") if not (out / f).exists()]
+    if missing and (out / "checkpoint.npz").exists() and (out / "config.json").exists():
+        raise FileNotFoundError(
+            f"{out} holds an unfinished run (checkpoint.npz, no {', '.join(missing)}): it was stopped before its end; "
+            f"continue it with `afmask explain AUDIO --out {out} --resume` and the options it was started with"
+        )
     if missing:
         raise FileNotFoundError(f"{out} is not a finished afmask run: missing {', '.join(missing)}")
-    with open(out / "config.json", encoding="utf-8") as f:
-        config = MaskConfig.from_dict(json.load(f))
-    with np.load(out / FEATURES_FILE) as z:
-        feats = {k: z[k] for k in z.files}
-    with open(out / "log.csv", newline="", encoding="utf-8") as f:
-        history = [{k: (int(v) if k == "iteration" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
-    return config, np.load(out / "m.npy"), feats, history
+    fix = (f"re-run `afmask explain AUDIO --out {out} --resume` with the run's settings to write it again" if (out / CHECKPOINT).exists()
+           else "its checkpoint is gone too: explain the audio again (afmask explain AUDIO --out NEW_DIR)")
+    doc = read_json(out / "config.json", fix)
+    try:
+        if not isinstance(doc, dict):
+            raise ValueError(f"expected a JSON object of settings, got {type(doc).__name__}")
+        config = MaskConfig.from_dict(doc, source=os.fspath(out / "config.json"))
+    except (ValueError, TypeError, KeyError) as e:
+        raise RunFileError(out / "config.json", f"holds settings afmask cannot use ({e})", fix) from None
+    feats = read_npz(out / FEATURES_FILE, fix)
+    lacking = [k for k in ("fft", "magnitude", "samples") if k not in feats]
+    if lacking:
+        raise RunFileError(out / FEATURES_FILE, f"lacks the array(s) {', '.join(lacking)}", fix)
+    history = read_csv_rows(out / "log.csv", fix, lambda k: int if k == "iteration" else float, LOG_COLUMNS)
+    m = read_npy(out / "m.npy", fix)
+    _check_m(out, m, feats, config)
+    return config, m, feats, history
+
+
+def _check_m(out: Path, m: np.ndarray, feats: dict, config: MaskConfig) -> None:
+    """m.npy must be the run's: (2K, T) like its FFT, over the frames config.json names, finite numbers."""
+    fft = feats.get("fft")
+    want = None if fft is None else tuple(np.shape(fft))
+    frames = config.extra.get("frames")
+    if want is None and frames:
+        want = (m.shape[0] if m.ndim else 0, frames[1] - frames[0])
+    if m.ndim != 2 or (want is not None and tuple(m.shape) != want):
+        raise ValueError(
+            f"{out / 'm.npy'}: shape {tuple(m.shape)} does not fit the run (features.npz's FFT is {want}, "
+            "interleaved Re/Im rows x frames); the folder mixes two runs: run `afmask explain` into it again"
+        )
+    if frames and m.shape[1] != frames[1] - frames[0]:
+        raise ValueError(
+            f"{out / 'm.npy'}: {m.shape[1]} frames, but config.json names frames {frames[0]}:{frames[1]}; "
+            "the folder mixes two runs: run `afmask explain` into it again"
+        )
+    if not np.issubdtype(m.dtype, np.floating) or not np.all(np.isfinite(m)):
+        raise ValueError(f"{out / 'm.npy'}: holds {'non-numbers' if not np.issubdtype(m.dtype, np.floating) else 'NaN or Inf'}; "
+                         "run `afmask explain` into the folder again")
 
 
 def regress(
@@ -115,7 +217,10 @@ def regress(
 ) -> tuple[bool, list[TensorCheck], str]:
     """Replay one C++ iteration from an af::saveArray dump; returns (all passed, per-tensor checks, printable table)."""
     arrays = read_arrays(dump)
-    checks, _ = replay(arrays, model, rtol=rtol, stats=stats, norm_accumulation=norm_accumulation, stagewise=stagewise)
+    try:
+        checks, _ = replay(arrays, model, rtol=rtol, stats=stats, norm_accumulation=norm_accumulation, stagewise=stagewise)
+    except ValueError as e:
+        raise ValueError(f"{os.fspath(dump)}: {e}") from None
     if not checks:
         raise ValueError(f"{dump}: the dump holds none of the tensors to compare")
     return all(c.passed for c in checks), checks, format_report(checks, rtol)
@@ -151,17 +256,18 @@ def write_report(out: os.PathLike, embed_audio: bool = True, require_evaluation:
     not been evaluated.
     """
     from afmask.evaluate import read_evaluation
+    from afmask.evaluate.evaluation import StaleEvaluation, run_digests
     from afmask.io.files import atomic_write
     from afmask.report import render_report
 
     out = Path(out)
     config, m, feats, history = load_run(out)
     try:
-        evaluation = read_evaluation(out)
-    except FileNotFoundError:
+        evaluation = read_evaluation(out, expected=run_digests(config, m, feats))
+    except (FileNotFoundError, StaleEvaluation):
         if require_evaluation:
             raise
-        evaluation = None
+        evaluation = None  # a report of the training only: an old evaluation never shows beside another m
     summary = _read_json(out / "summary.json")
     html = render_report(out, config, m, feats, history, evaluation, summary, embed_audio=embed_audio)
     path = out / "report.html"
@@ -190,6 +296,7 @@ def compare_runs(
 ) -> tuple[Path, Path]:
     """Curves and verdicts of several evaluated runs side by side: one HTML page and a CSV beside it (same stem)."""
     from afmask.evaluate import read_evaluation
+    from afmask.evaluate.evaluation import run_digests
     from afmask.io.files import atomic_write
     from afmask.report import render_comparison
 
@@ -200,9 +307,10 @@ def compare_runs(
     runs = []
     for i, d in enumerate(dirs):
         d = Path(d)
-        config, _, _, _ = load_run(d)
+        config, m, feats, _ = load_run(d)
         runs.append({"dir": d, "label": labels[i] if labels else None, "config": config,
-                     "evaluation": read_evaluation(d), "summary": _read_json(d / "summary.json")})
+                     "evaluation": read_evaluation(d, expected=run_digests(config, m, feats)),
+                     "summary": _read_json(d / "summary.json")})
     html, table = render_comparison(runs)
     out_html = Path(out_html)
     if out_html.suffix.lower() not in (".html", ".htm"):

@@ -297,3 +297,97 @@ def test_af_var_follows_the_arrayfire_release(backend, monkeypatch):
     monkeypatch.setenv("AFMASK_AF_VERSION", "latest")
     with pytest.raises(ValueError, match="3.6.2"):
         af_version()
+
+
+# -- what ArrayFire 3.9.0 got wrong or refused (issue 10); each case runs on every backend -------------------
+
+
+def _np_index(a, idx):
+    out = a
+    for axis, i in enumerate(idx):
+        out = np.take(out, np.arange(out.shape[axis])[i] if isinstance(i, slice) else i, axis=axis)
+    return out
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        (np.array([4, 1, 4]), seq(0, 9, 3)),  # index array on dim 0, strided seq on dim 1
+        (seq(1, 30, 7), np.array([5, 0, 39, 5])),  # strided seq on dim 0, index array on dim 1
+        (seq(20, 2, -6), np.array([3, 2])),  # a negative step
+        (np.array([0, 30]), seq(3, 12)),  # unit step with an offset
+    ],
+)
+def test_index_arrays_combined_with_seqs(backend, key):
+    a = backend.asarray(M)
+    idx = resolve_index(key, backend.dims(a))
+    want = _np_index(M, idx)
+    np.testing.assert_array_equal(host(backend, backend.index(a, idx)), want)
+    vals = RNG.standard_normal(want.shape).astype(np.float32)
+    replaced = M.copy()
+    rows = np.arange(31)[idx[0]] if isinstance(idx[0], slice) else idx[0]
+    cols = np.arange(40)[idx[1]] if isinstance(idx[1], slice) else idx[1]
+    replaced[np.ix_(rows, cols)] = vals
+    np.testing.assert_array_equal(host(backend, backend.index_assign(a, idx, backend.asarray(vals))), replaced)
+    added = np.zeros_like(M)
+    np.add.at(added, np.ix_(rows, cols), vals)
+    np.testing.assert_allclose(host(backend, backend.index_add((31, 40), idx, backend.asarray(vals))), added, rtol=1e-6)
+
+
+def test_index_array_on_dim_2_with_a_strided_seq_on_dim_0(backend):
+    a = backend.asarray(X)  # 3 x 4 x 2 x 5
+    idx = resolve_index((seq(0, 2, 2), span, np.array([1, 1, 0]), seq(4, 0, -2)), backend.dims(a))
+    np.testing.assert_array_equal(host(backend, backend.index(a, idx)), X[0:3:2][:, :, [1, 1, 0]][:, :, :, 4::-2])
+
+
+def test_matmul_errors_and_broadcast_over_one_batch_dim(backend):
+    A = RNG.standard_normal((5, 7, 1, 3)).astype(np.float32)
+    B = RNG.standard_normal((7, 4, 2, 3)).astype(np.float32)
+    got = host(backend, backend.matmul(backend.asarray(A), backend.asarray(B)))
+    assert got.shape == (5, 4, 2, 3)
+    for i, j in itertools.product(range(2), range(3)):
+        np.testing.assert_allclose(got[:, :, i, j], A[:, :, 0, j] @ B[:, :, i, j], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="inner dims"):
+        backend.matmul(backend.asarray(A), backend.asarray(B), trans_a=True)
+    C = RNG.standard_normal((7, 4, 2, 2)).astype(np.float32)
+    with pytest.raises(ValueError):
+        backend.matmul(backend.asarray(A), backend.asarray(C))
+
+
+def test_where_maximum_minimum_with_scalars(backend):
+    a = backend.asarray(X)
+    cond = a > 0
+    both = backend.where(cond, 1.0, 0.0)  # two Python scalars: float32, ArrayFire's default type
+    assert backend.dtype(both) == np.float32
+    np.testing.assert_array_equal(host(backend, both), (X > 0).astype(np.float32))
+    np.testing.assert_array_equal(host(backend, backend.where(cond, np.float32(2), a)), np.where(X > 0, 2, X))
+    np.testing.assert_array_equal(host(backend, backend.maximum(a, np.float32(0.25))), np.maximum(X, np.float32(0.25)))
+    np.testing.assert_array_equal(host(backend, backend.minimum(a, np.float64(-0.25))), np.minimum(X, np.float32(-0.25)))
+    assert backend.dtype(backend.maximum(a, np.float64(0))) == np.float32
+
+
+@pytest.mark.parametrize("geom", [(2, 2, 2, 2, 0, 0), (3, 2, 2, 1, 1, 0), (2, 1, 2, 1, 0, 0)])
+def test_max_pooling_forward_and_backward_ties_to_the_first_maximum(backend, geom):
+    from afmask import fl
+    from afmask.fl import Variable
+
+    wx, wy, sx, sy, px, py = geom
+    x = np.round(RNG.standard_normal((7, 4, 2, 1)) * 2).astype(np.float32)  # small integers: many ties
+    x[:2] = 0  # all tied windows, as after a ReLU
+    v = Variable(backend.asarray(x), True)
+    out = fl.pool2d(v, wx, wy, sx, sy, px, py, "max")
+    g = RNG.standard_normal(out.dims()).astype(np.float32)
+    out.backward(Variable(backend.asarray(g), False))
+    nx, ny = unwrap_counts(7, wx, sx, px), unwrap_counts(4, wy, sy, py)
+    pad = np.full((7 + 2 * px, 4 + 2 * py, 2, 1), -np.inf, np.float32)
+    pad[px : px + 7, py : py + 4] = x
+    want_out = np.zeros((nx, ny, 2, 1), np.float32)
+    want_grad = np.zeros_like(pad)
+    for ix, iy, c in itertools.product(range(nx), range(ny), range(2)):
+        win = pad[ix * sx : ix * sx + wx, iy * sy : iy * sy + wy, c, 0]
+        first = np.argmax(win.T.reshape(-1))  # window element a + wx*b: x fastest, as af::unwrap orders it
+        a_, b_ = first % wx, first // wx
+        want_out[ix, iy, c, 0] = win.max()
+        want_grad[ix * sx + a_, iy * sy + b_, c, 0] += g.reshape(nx, ny, 2, 1)[ix, iy, c, 0]
+    np.testing.assert_array_equal(out.host().reshape(nx, ny, 2, 1), want_out)
+    np.testing.assert_allclose(v.grad().host().reshape(7, 4, 2, 1), want_grad[px : px + 7, py : py + 4], rtol=1e-6)

@@ -1,4 +1,5 @@
-"""`afmask explain` end to end on a real flashlight network (the C++ dump's linear model) and real speech."""
+"""`afmask explain` end to end on real speech: the bundled utterance with the bundled demo model (no ../shared needed),
+and once on a real flashlight network (the C++ dump's linear model, from ../shared)."""
 
 import json
 
@@ -15,9 +16,16 @@ def linear(shared):
     return ["--arch", str(d / "linear.arch"), "--params", str(d / "linear_params.af")]
 
 
-def test_explain_writes_the_run_folder_and_resumes(tmp_path, linear, capsys):
+@pytest.fixture()
+def demo():
+    """The bundled demo model: these tests need nothing beyond the package."""
+    return ["--model", "demo"]
+
+
+def test_explain_writes_the_run_folder_and_resumes(tmp_path, demo, capsys):
     out = tmp_path / "run"
-    args = ["explain", str(demo_audio()), "--out", str(out), *linear, "--frames", "100:220", "--no-report", "--no-progress"]
+    args = ["explain", str(demo_audio()), "--out", str(out), *demo, "--frames", "100:160", "--samples", "1", "--no-report",
+            "--no-progress"]
     assert main(args + ["--iterations", "6"]) == 0
     printed = capsys.readouterr().out
     assert "6 iterations" in printed and "not converged" in printed and "ms/iteration" in printed
@@ -25,9 +33,9 @@ def test_explain_writes_the_run_folder_and_resumes(tmp_path, linear, capsys):
                  "training.png", "features.npz"):
         assert (out / name).stat().st_size > 0, name
     m = np.load(out / "m.npy")
-    assert m.shape == (514, 120) and np.all(m > 0)
+    assert m.shape == (514, 60) and np.all(m > 0)
     config = json.loads((out / "config.json").read_text())
-    assert config["mode"] == "default" and config["extra"]["frames"] == [100, 220]
+    assert config["mode"] == "default" and config["extra"]["frames"] == [100, 160]
     # the folder holds a run: a second start must say how to continue it
     assert main(args + ["--iterations", "6"]) == 2
     assert "--resume" in capsys.readouterr().err
@@ -36,11 +44,11 @@ def test_explain_writes_the_run_folder_and_resumes(tmp_path, linear, capsys):
     assert len((out / "log.csv").read_text().strip().splitlines()) == 1 + 9
 
 
-def test_explain_faithful_mode_from_a_config_file(tmp_path, linear, capsys):
+def test_explain_faithful_mode_from_a_config_file(tmp_path, demo, capsys):
     cfg = tmp_path / "settings.toml"
     cfg.write_text('mode = "faithful"\niterations = 4\nlam = 5.0\n')
     out = tmp_path / "faithful"
-    rc = main(["explain", str(demo_audio()), "--out", str(out), *linear, "--config", str(cfg), "--frames", "0:80",
+    rc = main(["explain", str(demo_audio()), "--out", str(out), *demo, "--config", str(cfg), "--frames", "0:80",
                "--lr", "0.002", "--no-report", "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     config = json.loads((out / "config.json").read_text())
@@ -52,24 +60,39 @@ def test_explain_faithful_mode_from_a_config_file(tmp_path, linear, capsys):
     (["--lambda", "-3"], "lam"),
     (["--samples", "0"], "samples"),
 ])
-def test_bad_options_are_one_line_errors(tmp_path, linear, capsys, extra, message):
-    rc = main(["explain", str(demo_audio()), "--out", str(tmp_path / "x"), *linear, "--no-report", "--no-progress", *extra])
+def test_bad_options_are_one_line_errors(tmp_path, demo, capsys, extra, message):
+    rc = main(["explain", str(demo_audio()), "--out", str(tmp_path / "x"), *demo, "--no-report", "--no-progress", *extra])
     assert rc == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_missing_audio_names_the_file(tmp_path, linear, capsys):
-    rc = main(["explain", str(tmp_path / "nope.wav"), "--out", str(tmp_path / "x"), *linear, "--no-report"])
+def test_missing_audio_names_the_file(tmp_path, demo, capsys):
+    rc = main(["explain", str(tmp_path / "nope.wav"), "--out", str(tmp_path / "x"), *demo, "--no-report"])
     assert rc == 2 and "nope.wav" in capsys.readouterr().err
 
 
-def test_explain_ends_with_the_verdict_and_the_report(tmp_path, linear, capsys):
+def test_explain_ends_with_the_verdict_and_the_report(tmp_path, demo, capsys, monkeypatch):
+    import afmask.api
+    from afmask.evaluate import EvaluationSettings
+
+    # the evaluation's default settings cost a minute on the demo model; the plumbing is the same with fewer points
+    quick = EvaluationSettings(step=25.0, random_seeds=1, sanity_iterations=2, sanity_levels=1)
+    full = afmask.api.evaluate_and_report
+    monkeypatch.setattr(afmask.api, "evaluate_and_report", lambda out, **kw: full(out, settings=quick, **kw))
     out = tmp_path / "reported"
-    rc = main(["explain", str(demo_audio()), "--out", str(out), *linear, "--frames", "100:200", "--iterations", "5",
-               "--no-progress"])
+    rc = main(["explain", str(demo_audio()), "--out", str(out), *demo, "--frames", "100:160", "--iterations", "5",
+               "--samples", "1", "--no-progress"])
     printed = capsys.readouterr().out
     assert rc == 0
     assert "keeping the" in printed and "signal energy" in printed and "sanity check:" in printed
     assert f"afmask report: wrote {out / 'report.html'}" in printed
     assert (out / "report.html").stat().st_size > 10_000
+
+
+def test_explain_runs_a_real_flashlight_network(tmp_path, linear, capsys):
+    out = tmp_path / "linear"
+    rc = main(["explain", str(demo_audio()), "--out", str(out), *linear, "--frames", "100:160", "--iterations", "3",
+               "--no-report", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    assert np.load(out / "m.npy").shape == (514, 60)

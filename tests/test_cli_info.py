@@ -13,5 +13,18 @@ def test_info(capsys):
     assert "chosen backend: " in out and "automatic" in out or "AFMASK_BACKEND" in out
     assert "numpy      CPU" in out
     assert "the experiment loop uses: " in out
-    for path in ("loop", "expr", "ext", "cuda", "arrayfire"):
+    for path in ("loop", "expr", "ext", "opencl", "cuda", "arrayfire"):
         assert f"  {path:<10}" in out
+
+
+def test_info_names_the_opencl_platform_and_device(capsys):
+    from afmask import kernels
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("  opencl "))
+    if kernels.path_status()["opencl"] == "available":
+        info = kernels.opencl_info()
+        assert info["platform"] in line and info["device"] in line
+    else:
+        assert "available" not in line.split()[1]

@@ -221,7 +221,7 @@ def test_evaluate_into_writes_everything_or_nothing(utterance, tmp_path, monkeyp
     settings = EvaluationSettings(percents=(50.0,), **QUICK)
     first = evaluate_into(tmp_path, cfg, m, utterance, model, settings, progress=False)
     doc = json.loads((tmp_path / "evaluation.json").read_text())
-    assert doc["verdict"] == first.verdict and doc["format"] == 1
+    assert doc["verdict"] == first.verdict and doc["format"] == 2 and set(doc["inputs"]) == {"m", "features", "settings"}
     assert sorted(os.listdir(tmp_path / "renditions")) == sorted(
         ["clean.flac", "zero50pct_most-important_small-m.flac", "zero50pct_least-important_large-m.flac"])
     csv_lines = (tmp_path / "curves.csv").read_text().splitlines()

@@ -94,7 +94,7 @@ def _back(path, a, shape=None):
     return a
 
 
-FAST_PATHS = ["expr", "ext", "cuda", "arrayfire"]
+FAST_PATHS = ["expr", "ext", "opencl", "cuda", "arrayfire"]
 
 
 def _ext_or_skip():
@@ -103,10 +103,23 @@ def _ext_or_skip():
         pytest.skip(f"ext path unavailable: {status}")
 
 
-def run_path(path, x, eps, m, xgrad, lam, m_sqnorm, lr):
-    """(mag, mgrad, m_next, StepResult) of one step on path, as NumPy arrays."""
+def _opencl_or_skip():
+    status = kernels.path_status()["opencl"]
+    if status != "available":
+        pytest.skip(f"opencl path unavailable: {status}")
+
+
+def _host_path_or_skip(path):
+    """Skip where a path that takes NumPy arrays (ext, opencl) does not run here."""
     if path == "ext":
         _ext_or_skip()
+    elif path == "opencl":
+        _opencl_or_skip()
+
+
+def run_path(path, x, eps, m, xgrad, lam, m_sqnorm, lr):
+    """(mag, mgrad, m_next, StepResult) of one step on path, as NumPy arrays."""
+    _host_path_or_skip(path)
     xs, es, ms, gs = (_to(path, a) for a in (x, eps, m, xgrad))
     mag = forward(xs, es, ms, path=path)
     res = backward(gs, xs, es, ms, lam=lam, m_sqnorm=m_sqnorm, lr=lr, path=path)
@@ -245,13 +258,12 @@ def test_extreme_values(path, x_scale, m_scale, lam):
 # non-finite values
 
 
-@pytest.mark.parametrize("path", ["loop", "expr", "ext", "cuda", "arrayfire"])
+@pytest.mark.parametrize("path", ["loop", "expr", "ext", "opencl", "cuda", "arrayfire"])
 def test_nonfinite_is_reported_and_never_written_to_m(path):
     x, eps, m, xgrad = make(6, 5, None, seed=7)
     x[3, 1] = np.nan  # bin 1 of frame 1: its magnitude, both mgrad entries
     xgrad[4, 2] = np.inf  # bin 4 of frame 2: its pair, both mgrad entries
-    if path == "ext":
-        _ext_or_skip()
+    _host_path_or_skip(path)
     xs, es, ms, gs = (_to(path, a) for a in (x, eps, m, xgrad))
     with pytest.raises(NonFiniteError, match="1 non-finite"):
         forward(xs, es, ms, path=path)
@@ -299,10 +311,9 @@ def _ext_mod():
     return _ext
 
 
-@pytest.mark.parametrize("path", ["loop", "expr", "ext"])
+@pytest.mark.parametrize("path", ["loop", "expr", "ext", "opencl"])
 def test_rejects_c_order(path):
-    if path == "ext":
-        _ext_or_skip()
+    _host_path_or_skip(path)
     x, eps, m, xgrad = make(4, 6)
     with pytest.raises(ValueError, match=r"x: expected a Fortran-ordered"):
         forward(np.ascontiguousarray(x), eps, m, path=path)
@@ -310,10 +321,9 @@ def test_rejects_c_order(path):
         backward(xgrad, x, np.ascontiguousarray(eps), m, path=path)
 
 
-@pytest.mark.parametrize("path", ["loop", "expr", "ext"])
+@pytest.mark.parametrize("path", ["loop", "expr", "ext", "opencl"])
 def test_rejects_wrong_dtype_and_shape(path):
-    if path == "ext":
-        _ext_or_skip()
+    _host_path_or_skip(path)
     x, eps, m, xgrad = make(4, 6, 2)
     with pytest.raises(TypeError, match=r"m: expected dtype float32.*float64"):
         forward(x, eps, np.asfortranarray(m, dtype=np.float64), path=path)
@@ -460,7 +470,7 @@ def test_path_choice():
     assert set(status) == set(kernels.PATHS)
     paths = kernels.available_paths(np)
     assert paths[:2] == ["loop", "expr"]
-    expected = "ext" if status["ext"] == "available" else "expr"
+    expected = next(p for p in ("ext", "opencl", "expr") if status[p] == "available")
     assert kernels.best_path(np) == expected == kernels.best_path("numpy")
     x, eps, m, _ = make(2, 3)
     with pytest.raises(ValueError, match="path: expected 'auto' or one of"):
@@ -489,3 +499,60 @@ def test_cuda_source_compiles_with_nvcc(tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = ptx.read_text()
     assert ".entry afmask_forward(" in text and ".entry afmask_backward(" in text
+
+
+# ---------------------------------------------------------------------------
+# the OpenCL kernel: the CUDA kernel's arithmetic in OpenCL C (tested on pocl in CI)
+
+
+def test_opencl_kernel_is_the_cuda_kernels_arithmetic():
+    """The two GPU sources carry the same statements, so a fix in one shows up as a difference here."""
+    from afmask.kernels.opencl import OPENCL_SOURCE
+
+    cu, cl = kernels.CUDA_SOURCE.read_text(), OPENCL_SOURCE.read_text()
+    for line in (
+        "const float re = xv.x + ev.x * mv.x;",
+        "const float q0 = (ev.x * ev.x * mv.x + ev.x * xv.x) / a;",
+        "g0 = s == 0 ? t0 : g0 + t0;",
+        "const float n0 = update ? mv.x - lr * mg0 : mv.x, n1 = update ? mv.y - lr * mg1 : mv.y;",
+        "sq_m += (double)s0 * s0 + (double)s1 * s1;",
+    ):
+        assert line in cu and line in cl, line
+    assert "#pragma OPENCL FP_CONTRACT OFF" in cl and "--fmad=false" in kernels.mask_step.CUDA_OPTIONS
+
+
+def test_opencl_in_place_and_reused_buffers():
+    _opencl_or_skip()
+    for K, T, S in [(5, 9, 3), (257, 40, None), (2, 3, 1)]:  # buffers grow and shrink between calls
+        x, eps, m, xgrad = make(K, T, S, seed=K)
+        m_sqnorm = sqnorm(m)
+        _, mgrad_r, mnext_r = per_bin_loop(x, eps, m, xgrad, lam=2.0, m_sqnorm=m_sqnorm, lr=0.05)
+        mm = m.copy(order="F")
+        out = np.empty_like(m, order="F")
+        res = backward(xgrad, x, eps, mm, lam=2.0, m_sqnorm=m_sqnorm, lr=0.05, out=out, path="opencl")
+        assert res.mgrad is out and res.m is mm
+        assert rel_err(out, mgrad_r) <= RTOL and rel_err(mm, mnext_r) <= RTOL
+
+
+def test_opencl_info_names_the_device():
+    _opencl_or_skip()
+    info = kernels.opencl_info()
+    assert info["platform"] and info["device"] and info["work_group"] >= 1
+
+
+def test_kernel_path_setting_accepts_opencl():
+    """A mask run with kernel_path='opencl' gives the m of the default path (same noise, same maths)."""
+    _opencl_or_skip()
+    from afmask.backend import get_backend
+    from afmask.mask import MaskConfig, MaskObjective, run_mask
+    from test_mask_gradients import clean_fft, small_model
+
+    B = get_backend("numpy")
+    cfg = MaskConfig.preset("default", iterations=5, early_stop=False, samples=2)
+    ms = {}
+    for path in ("opencl", "expr"):
+        obj = MaskObjective(clean_fft(), small_model(B, np.float32), cfg.variant, noise=cfg.noise, backend=B,
+                            kernel_path=path)
+        assert obj.kernel_path == path
+        ms[path] = run_mask(obj, cfg.replace(kernel_path=path), None, progress=False).m_last
+    assert rel_err(ms["opencl"], ms["expr"]) <= 1e-5

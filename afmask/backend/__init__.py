@@ -1,7 +1,8 @@
 """Backends with ArrayFire semantics: ``arrayfire``, ``numpy`` (the reference) and ``cupy``.
 
-Chosen by ``AFMASK_BACKEND=arrayfire|numpy|cupy``; otherwise arrayfire if its
-library loads, else numpy.
+Chosen by ``AFMASK_BACKEND=arrayfire|numpy|cupy``; otherwise automatically
+(``automatic_choice``): arrayfire where its active backend is a GPU, else cupy
+where it finds a GPU, else numpy.
 """
 
 from __future__ import annotations
@@ -137,10 +138,36 @@ def _choose() -> None:
         _current_reason = f"{ENV_VAR}={wanted}"
         return
     af = probe("arrayfire")
-    if af.available:
-        _current, _current_reason = _load("arrayfire"), "automatic: the ArrayFire library loads"
-    else:
-        _current, _current_reason = _load("numpy"), "automatic: ArrayFire not available, NumPy is the fallback"
+    active = _load("arrayfire").active_backend() if af.available else None
+    # CuPy is probed only where ArrayFire offers no GPU: importing it costs a second
+    cp = probe("cupy") if active not in GPU_BACKENDS else Probe("cupy", False, "not probed: ArrayFire runs on a GPU")
+    name, reason = automatic_choice(af, active, cp)
+    _current, _current_reason = _load(name), reason
+
+
+#: ArrayFire backends on which afmask takes ArrayFire automatically.
+GPU_BACKENDS = ("cuda", "opencl", "oneapi")
+
+
+def automatic_choice(arrayfire: Probe, af_active: str | None, cupy: Probe) -> tuple[str, str]:
+    """(backend name, reason) of the automatic choice from the probes' results and ArrayFire's active backend.
+
+    Never a backend several times slower than another one that loads: ArrayFire on a GPU (CUDA, OpenCL);
+    else CuPy if it finds a GPU; else NumPy, also where ArrayFire runs only on its CPU backend, where a
+    default iteration measured 7.5x NumPy's (issue 10: unwrap, select and many small kernels).
+    """
+    active = (af_active or "").lower()
+    if arrayfire.available and active in GPU_BACKENDS:
+        return "arrayfire", f"automatic: ArrayFire loads and its active backend is {active.upper()} (a GPU)"
+    if cupy.available:
+        why = "ArrayFire runs on its CPU backend only" if arrayfire.available else "ArrayFire is not available"
+        return "cupy", f"automatic: {why}, and CuPy finds a CUDA device"
+    if arrayfire.available:
+        return "numpy", (
+            f"automatic: ArrayFire loads but its active backend is {active.upper() or 'unknown'}, where an "
+            "iteration measured several times slower than NumPy's; AFMASK_BACKEND=arrayfire uses it anyway"
+        )
+    return "numpy", "automatic: ArrayFire not available, NumPy is the fallback"
 
 
 def choice_reason() -> str:
@@ -179,7 +206,7 @@ def backend_of(a: object) -> Backend:
 
 
 __all__ = [
-    "MAX_DIMS", "Array", "AxisIndex", "Backend", "BackendUnavailable", "DeviceInfo", "NAMES", "Probe",
-    "backend_of", "canonical_shape", "choice_reason", "dims4", "get_backend", "probe", "set_backend",
+    "GPU_BACKENDS", "MAX_DIMS", "Array", "AxisIndex", "Backend", "BackendUnavailable", "DeviceInfo", "NAMES", "Probe",
+    "automatic_choice", "backend_of", "canonical_shape", "choice_reason", "dims4", "get_backend", "probe", "set_backend",
     "unwrap_counts", "use_backend",
 ]

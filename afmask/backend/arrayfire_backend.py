@@ -108,12 +108,31 @@ class ArrayFireBackend(Backend):
         return self.af.tanh(a)
 
     def maximum(self, a, b):
-        return self.af.maxof(a, b)
+        return self.af.maxof(a, self._operand(b))
 
     def minimum(self, a, b):
-        return self.af.minof(a, b)
+        return self.af.minof(a, self._operand(b))
+
+    def _operand(self, v):
+        # arrayfire-python takes Python numbers or Arrays; anything else (a 0-d NumPy array) is
+        # "Invalid parameter to binary function"
+        if isinstance(v, self.af.Array):
+            return v
+        if isinstance(v, np.ndarray) and v.size != 1:
+            raise TypeError(f"expected an arrayfire.Array or a scalar, got a NumPy array of shape {v.shape}")
+        return float(v)
 
     def where(self, cond, a, b):
+        a_arr, b_arr = isinstance(a, self.af.Array), isinstance(b, self.af.Array)
+        if not (a_arr or b_arr):
+            # af.select needs at least one array (TypeError "Atleast one input needs to be of type
+            # arrayfire.array" otherwise): the first value becomes a float32 constant, as on NumPy
+            a = self.af.constant(float(a), *dims4(cond.dims()), dtype=self.af.Dtype.f32)
+        elif a_arr and b_arr and a.dtype() != b.dtype():
+            b = b.as_type(a.dtype())
+        # select's scalar variants take a C double: a NumPy scalar is passed as a Python float
+        a = a if isinstance(a, self.af.Array) else float(a)
+        b = b if isinstance(b, self.af.Array) else float(b)
         return self.af.select(cond, a, b)
 
     def isfinite_all(self, a) -> bool:
@@ -178,18 +197,26 @@ class ArrayFireBackend(Backend):
             out = self.af.join(int(axis), out, *arrays[i : i + 3])
         return out
 
-    def _af_index(self, idx):
+    def _af_index(self, idx, dims=None):
+        idx = list(idx) + [slice(None)] * (4 - len(idx))
+        if dims is not None and any(not isinstance(i, slice) for i in idx):
+            # ArrayFire up to 3.9.0 ignores a seq's step when another dim is indexed by an array
+            # (arrayfire#3525, fixed after 3.9.0 for indexing, not for assignment): strided seqs
+            # become index arrays there, which every release handles
+            idx = [
+                np.arange(d)[i] if isinstance(i, slice) and (i.step or 1) != 1 else i
+                for i, d in zip(idx, dims4(dims))
+            ]
         key = []
         for i in idx:
             if isinstance(i, slice):
                 key.append(i)
             else:
-                key.append(self.af.interop.from_ndarray(np.asarray(i, dtype=np.int32)))
-        key += [slice(None)] * (4 - len(key))
+                key.append(self.af.interop.from_ndarray(np.ascontiguousarray(i, dtype=np.int32)))
         return tuple(key)
 
     def index(self, a, idx):
-        return a[self._af_index(idx)]
+        return a[self._af_index(idx, self.dims(a))]
 
     def index_add(self, dims, idx, values):
         d = dims4(dims)
@@ -204,7 +231,7 @@ class ArrayFireBackend(Backend):
             values = self._along_axis_matmul(self.asarray(onehot), values, axis)
             full[axis] = slice(None)
         out = self.zeros(d, self.dtype(values))
-        out[self._af_index(full)] = values
+        out[self._af_index(full, d)] = values
         return out
 
     def _along_axis_matmul(self, mat, values, axis):
@@ -219,21 +246,25 @@ class ArrayFireBackend(Backend):
 
     def index_assign(self, a, idx, values):
         out = a.copy()
-        out[self._af_index(idx)] = values
+        out[self._af_index(idx, self.dims(a))] = values if isinstance(values, self.af.Array) else float(values)
         return out
 
     # -- linear algebra and windows -------------------------------------------------------
     def matmul(self, a, b, trans_a=False, trans_b=False):
         MP = self.af.MATPROP
         da, db = self.dims(a), self.dims(b)
-        # older ArrayFire releases need equal batch dims: tile a batch of one to match
+        inner_a, inner_b = da[0 if trans_a else 1], db[1 if trans_b else 0]
+        if inner_a != inner_b:
+            # checked here: ArrayFire's own check raises a RuntimeError from af_gemm (blas.cpp)
+            raise ValueError(f"matmul: inner dims differ: {da}{' (transposed)' if trans_a else ''} x {db}{' (transposed)' if trans_b else ''}")
+        # older ArrayFire releases need equal batch dims and 3.9 equal ndims: tile a batch of one to match
         if da[2:] != db[2:]:
-            if da[2:] == (1, 1):
-                a = self.af.tile(a, 1, 1, db[2], db[3])
-            elif db[2:] == (1, 1):
-                b = self.af.tile(b, 1, 1, da[2], da[3])
-            else:
+            reps_a = [1, 1] + [db[i] if da[i] == 1 else 1 for i in (2, 3)]
+            reps_b = [1, 1] + [da[i] if db[i] == 1 else 1 for i in (2, 3)]
+            if any(da[i] != db[i] and da[i] != 1 and db[i] != 1 for i in (2, 3)):
                 raise ValueError(f"matmul: batch dims differ: {da} x {db}")
+            a = self.af.tile(a, *reps_a) if reps_a != [1, 1, 1, 1] else a
+            b = self.af.tile(b, *reps_b) if reps_b != [1, 1, 1, 1] else b
         return self.af.matmul(a, b, MP.TRANS if trans_a else MP.NONE, MP.TRANS if trans_b else MP.NONE)
 
     def unwrap(self, a, wx, wy, sx, sy, px, py):
@@ -247,6 +278,10 @@ class ArrayFireBackend(Backend):
     # -- device -----------------------------------------------------------------------------
     def sync(self) -> None:
         self.af.sync()
+
+    def active_backend(self) -> str:
+        """ArrayFire's active backend: 'cpu', 'cuda', 'opencl' (or 'oneapi')."""
+        return str(self.af.get_active_backend()).lower()
 
     def device_info(self) -> DeviceInfo:
         info = self.af.device_info()

@@ -161,7 +161,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def where(self, cond: Array, a: Union[Array, float], b: Union[Array, float]) -> Array:
-        """``af::select(cond, a, b)``."""
+        """``af::select(cond, a, b)``: the dtype of the array operand; float32 when both are scalars."""
 
     @abc.abstractmethod
     def isfinite_all(self, a: Array) -> bool:

@@ -126,8 +126,11 @@ class XpBackend(Backend):
 
     def where(self, cond, a, b):
         ref = a if self.is_array(a) else b
+        if not self.is_array(ref):
+            # two scalars: float32, ArrayFire's default type (what the arrayfire backend gives)
+            return self._canon(self.xp.where(cond, np.float32(a), np.float32(b)))
         out = self.xp.where(cond, self._scalar_like(a, ref), self._scalar_like(b, ref))
-        return self._canon(out.astype(ref.dtype, copy=False)) if self.is_array(ref) else self._canon(out)
+        return self._canon(out.astype(ref.dtype, copy=False))
 
     def _scalar_like(self, v, ref):
         # keep ArrayFire's rule that an array-scalar op has the array's type

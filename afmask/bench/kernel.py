@@ -6,6 +6,8 @@ utterance) and 4x longer, K = 257 bins, S = 1 noise sample by default:
 - CPU: the per-bin loop of the C++ (the baseline), the vectorised NumPy
   expression and the C++ extension; the extension's achieved bytes/s against a
   plain copy (``np.copyto``) moving the same number of bytes, in the same run.
+- OpenCL, where pyopencl finds a device: the OpenCL kernel on NumPy arrays (the
+  copies to the device and back included), in the CPU rows.
 - GPU, where CuPy runs: the per-bin loop on CuPy arrays against the CUDA kernel,
   and the kernel's bytes/s against ``cupy.copyto``.
 
@@ -22,6 +24,7 @@ extension's speedup over the per-bin loop and its fraction of copy bandwidth.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -40,6 +43,24 @@ LAM, LR = 10.0, 1e-3
 #: Targets the report is read against.
 TARGET_BANDWIDTH_FRACTION = 0.5
 TARGET_CUDA_SPEEDUP = 100.0
+TARGET_CUDA_COPY_FRACTION = 0.5
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (Linux's MemAvailable, else free pages), None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def step_bytes(K: int, T: int, S: int) -> int:
@@ -115,10 +136,10 @@ def run(
         for T in frames:
             nbytes = step_bytes(K, T, S)
             x, eps, m, xgrad = _inputs(np, K, T, S, seed)
-            for path in ("loop", "expr", "ext"):
+            for path in ("loop", "expr", "ext", "opencl"):
                 if status[path] != "available":
                     continue
-                fn = _step_fn(path, np, x, eps, m, xgrad, preallocate=path == "ext")
+                fn = _step_fn(path, np, x, eps, m, xgrad, preallocate=path in ("ext", "opencl"))
                 t = _median_seconds(fn, budget_s, lambda: None, repeats)
                 rows.append({"device": "cpu", "K": K, "T": T, "S": S, "path": path, "seconds": t, "bytes": nbytes})
             src = np.ones(nbytes // 8, dtype=np.float32)  # half the step's bytes: read once, written once
@@ -135,7 +156,8 @@ def run(
         r["copy_fraction"] = r["bytes_per_s"] / copies[(r["device"], r["T"])]
         base = [b for b in rows if b["device"] == r["device"] and b["T"] == r["T"] and b["path"] == "loop"]
         r["speedup_vs_loop"] = base[0]["seconds"] / r["seconds"] if base else float("nan")
-    return {"rows": rows, "copy": copies, "summary": _summary(rows, frames[0]), "threads": threads, "status": status}
+    return {"rows": rows, "copy": copies, "summary": _summary(rows, frames[0]), "threads": threads, "status": status,
+            "opencl": kernels.opencl_info()}
 
 
 def _run_cuda(rows, copies, K, T, S, nbytes, budget_s, repeats, seed) -> None:
@@ -169,6 +191,7 @@ def _summary(rows: list[dict], T: int) -> dict:
         "bandwidth_fraction": ext["copy_fraction"] if ext else float("nan"),
         "ext_faster_than_expr": bool(ext and expr and ext["seconds"] < expr["seconds"]),
         "cuda_speedup_vs_loop": cuda["speedup_vs_loop"] if cuda else None,
+        "cuda_copy_fraction": cuda["copy_fraction"] if cuda else None,
     }
     return out
 
@@ -188,10 +211,13 @@ def format_report(result: dict) -> str:
     for (device, T), bw in sorted(result["copy"].items()):
         moved = step_bytes(result["rows"][0]["K"], T, result["rows"][0]["S"]) / 1e6
         lines.append(f"{device:6} copy moving the step's {moved:.1f} MB (T = {T}): {bw / 1e9:.2f} GB/s")
-    for path in ("ext", "cuda"):
+    for path in ("ext", "opencl", "cuda"):
         why = result["status"][path]
         if why != "available":
             lines.append(f"not run: {path}: {why.splitlines()[0]}")
+    if result.get("opencl"):
+        cl = result["opencl"]
+        lines.append(f"opencl: {cl['device']} ({cl['platform']}); NumPy arrays in and out, the copies to the device and back included")
     s = result["summary"]
     frac_ok = s["bandwidth_fraction"] >= TARGET_BANDWIDTH_FRACTION
     lines.append(
@@ -204,6 +230,11 @@ def format_report(result: dict) -> str:
         lines.append(
             f"target: CUDA kernel >= {TARGET_CUDA_SPEEDUP:.0f}x the per-bin loop on CuPy: "
             f"{s['cuda_speedup_vs_loop']:.0f}x {'met' if ok else 'MISSED'}"
+        )
+        ok = s["cuda_copy_fraction"] >= TARGET_CUDA_COPY_FRACTION
+        lines.append(
+            f"target: CUDA kernel within 2x of a plain device copy of the same bytes (>= "
+            f"{TARGET_CUDA_COPY_FRACTION:.0%} of its bandwidth): {s['cuda_copy_fraction']:.2f} {'met' if ok else 'MISSED'}"
         )
     else:
         lines.append("target: CUDA kernel >= 100x the per-bin loop on CuPy: not measured (no CuPy GPU here)")
@@ -253,6 +284,16 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise ValueError(f"--frames: expected values >= 1, got {args.frames}")
     if args.threads < 0:
         raise ValueError(f"--threads: expected >= 0, got {args.threads}")
+    if not (math.isfinite(args.budget) and 0 < args.budget <= 3600):
+        raise ValueError(f"--budget {args.budget:g}: expected seconds per figure, a finite number in (0, 3600]")
+    if args.repeats is not None and args.repeats < 1:
+        raise ValueError(f"--repeats {args.repeats}: expected >= 1 timed runs per figure (or leave it out)")
+    # the inputs (x, eps, m, xgrad; float64 on the way) and the paths' temporaries: about 3x one step's traffic
+    need = 3 * step_bytes(args.bins, max(args.frames), args.samples)
+    free = _available_memory()
+    if free is not None and need > free:
+        raise ValueError(f"--frames {max(args.frames)} --bins {args.bins} --samples {args.samples}: the benchmark needs "
+                         f"about {need / 1e9:.1f} GB, {free / 1e9:.1f} GB are free; lower --frames or --samples")
     result = run(
         frames=args.frames,
         K=args.bins,

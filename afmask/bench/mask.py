@@ -132,6 +132,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run and print."""
+    if args.frames is not None and args.frames < 2:
+        raise ValueError(f"--frames {args.frames}: expected at least 2 frames (or leave it out for the whole utterance)")
+    for flag, v in (("--repeats", args.repeats), ("--cap", args.cap)):
+        if v < 1:
+            raise ValueError(f"{flag} {v}: expected an integer >= 1")
     print(format_report(run(args.frames, args.repeats, args.cap)))
     return 0
 

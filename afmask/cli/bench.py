@@ -1,4 +1,4 @@
-"""``afmask bench kernel|mask|torch``: benchmarks that print figures (ratios against a baseline in the same run)."""
+"""``afmask bench kernel|mask|backends|gpu|torch``: benchmarks that print figures (ratios against a baseline in the same run)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench`` sub-command and its two benchmarks."""
-    from afmask.bench import kernel, mask
+    from afmask.bench import backends, gpu, kernel, mask
 
     p = sub.add_parser("bench", help="benchmarks: the fused kernel, or the whole experiment")
     which = p.add_subparsers(dest="benchmark", metavar="BENCHMARK")
@@ -18,6 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = which.add_parser("mask", help="seconds per iteration and convergence on the demo model")
     mask.add_arguments(m)
     m.set_defaults(func=mask.run_from_args)
+    b = which.add_parser("backends", help="one default iteration on numpy, arrayfire and cupy, interleaved")
+    backends.add_arguments(b)
+    b.set_defaults(func=backends.run_from_args)
+    g = which.add_parser("gpu", help="the original architecture on a GPU: iteration vs PyTorch, convergence, agreement")
+    gpu.add_arguments(g)
+    g.set_defaults(func=gpu.run_from_args)
     from afmask.bench import torch as torch_bench  # imports torch only when run
 
     t = which.add_parser("torch", help="afmask against PyTorch on the same network and iteration (needs torch)")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 
 def add_audio_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,11 +21,13 @@ def add_audio_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_input(args: argparse.Namespace) -> dict:
     """The features dict ("fft", "magnitude", "input") of ``args.audio`` under the shared audio options."""
-    from afmask.features import features
+    from afmask.features.checks import check_audible, features_of
     from afmask.io import load_audio
 
     samples = load_audio(args.audio, resample=args.resample, channel=args.channel, allow_clipping=args.allow_clipping)
-    return features(samples, stats=args.stats)
+    feats = features_of(args.audio, samples, stats=args.stats)
+    check_audible(args.audio, samples, feats["magnitude"], refuse=False)  # a warning: the numbers are still right
+    return feats
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,3 +52,19 @@ def model_from_args(args: argparse.Namespace):
                 raise FileNotFoundError(f"{path}: no such file ({flag})")
         return load_model(args.arch, args.params)
     return demo_model()
+
+
+@contextmanager
+def one_line_warnings(command: str) -> Iterator[None]:
+    """Inside the block, afmask's own warnings print as one line ``afmask CMD: warning: ...`` on stderr."""
+    with warnings.catch_warnings():
+        default = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if getattr(category, "__module__", "").startswith("afmask"):
+                print(f"afmask {command}: warning: {message}", file=sys.stderr, flush=True)
+            else:
+                default(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield

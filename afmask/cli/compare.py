@@ -25,6 +25,10 @@ def run(args: argparse.Namespace) -> int:
     """Write the comparison page and CSV."""
     from afmask.api import compare_runs
 
-    html_path, csv_path = compare_runs(args.dirs, args.out, labels=args.labels)
+    try:
+        html_path, csv_path = compare_runs(args.dirs, args.out, labels=args.labels)
+    except (KeyError, TypeError, IndexError) as e:  # a value read_evaluation's layout check does not cover
+        raise ValueError(f"an evaluation.json of {', '.join(args.dirs)} is damaged or from another version "
+                         f"({type(e).__name__}: {e}); evaluate each run again: afmask report DIR --model demo") from None
     print(f"afmask compare: wrote {html_path} and {csv_path}")
     return 0

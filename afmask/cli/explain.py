@@ -8,14 +8,28 @@ from afmask.cli.common import add_audio_arguments, add_model_arguments, model_fr
 from afmask.mask.config import GRADIENTS, MODES, NOISES, OPTIMIZERS, PARAMETRIZATIONS, REGULARIZERS, VARIANTS
 
 
-def _lam(text: str):
-    if text == "auto":
-        return "auto"
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--lambda takes a number or 'auto', got {text!r}") from None
-    return value
+def _typed(key: str):
+    """An argparse type for a setting: a number as given (its range is checked with the settings), else the
+    schema's message for a value that is no number."""
+    from afmask.mask.config import ConfigError, check_setting
+
+    def convert(text: str):
+        value = text
+        for parse in (int, float):
+            try:
+                value = parse(text)
+                break
+            except ValueError:
+                continue
+        if not isinstance(value, str) or (key == "lam" and text == "auto"):
+            return value  # its range is checked with the other settings, and the error names the option
+        try:
+            return check_setting(key, value)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(f"{exc.why}; {exc.fix}") from None
+
+    convert.__name__ = key
+    return convert
 
 
 def _frames(text: str):
@@ -30,34 +44,43 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Settings of a run that the command line can override (everything else: --config FILE)."""
     p.add_argument("--config", metavar="FILE", help="settings file (JSON or TOML); options given here override it")
     p.add_argument("--mode", choices=MODES, default=None, help="faithful (the original C++ loop) or default (the best method)")
-    p.add_argument("--iterations", type=int, metavar="N", help="most iterations")
-    p.add_argument("--lambda", dest="lam", type=_lam, metavar="X", help="regulariser weight, or 'auto'")
-    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--iterations", type=_typed("iterations"), metavar="N", help="most iterations")
+    p.add_argument("--lambda", dest="lam", type=_typed("lam"), metavar="X", help="regulariser weight, or 'auto'")
+    p.add_argument("--lr", type=_typed("lr"), help="learning rate")
     p.add_argument("--variant", choices=VARIANTS, help="post-processing of the network output")
     p.add_argument("--regularizer", choices=REGULARIZERS)
     p.add_argument("--parametrization", choices=PARAMETRIZATIONS)
     p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--noise", choices=NOISES, help="absolute (as the original) or relative to each bin's magnitude")
-    p.add_argument("--samples", type=int, metavar="S", help="noise samples per step")
+    p.add_argument("--samples", type=_typed("samples"), metavar="S", help="noise samples per step")
     p.add_argument("--gradient", choices=GRADIENTS, help="hand-written (verified) or autograd")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=_typed("seed"))
+    p.add_argument("--checkpoint-seconds", type=_typed("checkpoint_seconds"), metavar="S",
+                   help="also write a checkpoint every S seconds of running (default 60; 0: only every checkpoint_every iterations)")
     p.add_argument("--frames", type=_frames, metavar="START:STOP", help="explain only these frames")
 
 
-def config_from_args(args: argparse.Namespace):
-    """The run's settings: the mode's preset, then --config, then the options given."""
-    from afmask.mask import MaskConfig
+#: The command-line option of each setting it can override (the others come from --config FILE).
+OPTIONS = {"iterations": "--iterations", "lam": "--lambda", "lr": "--lr", "variant": "--variant",
+           "regularizer": "--regularizer", "parametrization": "--parametrization", "optimizer": "--optimizer",
+           "noise": "--noise", "samples": "--samples", "gradient": "--gradient", "seed": "--seed",
+           "checkpoint_seconds": "--checkpoint-seconds", "stats": "--stats", "mode": "--mode"}
 
-    names = ("iterations", "lam", "lr", "variant", "regularizer", "parametrization", "optimizer", "noise",
-             "samples", "gradient", "seed")
-    overrides = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
-    if getattr(args, "stats_given", False):
-        overrides["stats"] = args.stats
+
+def config_from_args(args: argparse.Namespace):
+    """The run's settings: the mode's preset, then --config, then the options given (errors name the option)."""
+    from afmask.mask import MaskConfig
+    from afmask.mask.config import ConfigError
+
+    overrides = {k: getattr(args, k) for k in OPTIONS if k != "mode" and getattr(args, k, None) is not None}
     if args.config:
-        if args.mode:
-            overrides["mode"] = args.mode
-        return MaskConfig.load(args.config, **overrides)
-    return MaskConfig.preset(args.mode or "default", **overrides)
+        base = MaskConfig.load(args.config, mode=args.mode)
+    else:
+        base = MaskConfig.preset(args.mode or "default")
+    try:
+        return base.replace(**overrides)
+    except ConfigError as exc:
+        raise (exc.renamed(OPTIONS[exc.key]) if exc.key in overrides else exc) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,7 +100,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-report", action="store_true", help="skip the evaluation and the HTML report")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_audio_arguments(p)
-    p.set_defaults(func=run)
+    # --stats is a run setting here: unset unless given, so that --config FILE's stats stand
+    p.set_defaults(func=run, stats=None)
 
 
 def print_summary(expl) -> None:

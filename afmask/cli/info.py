@@ -45,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
         detail = ""
         if path == "ext" and ext is not None:
             detail = f" (SIMD {ext['simd']}, OpenMP {'on' if ext['openmp'] else 'off'}, {ext['threads']} thread(s); the same choice)"
+        if path == "opencl" and state == "available":
+            cl = mask_step.opencl_info()
+            detail = f" (OpenCL platform {cl['platform']}, device {cl['device']}, {cl['version']}; PYOPENCL_CTX picks another)"
         print(f"  {path:<10} {state.splitlines()[0]}{detail}")
     try:
         best = mask_step.best_path(chosen.name)

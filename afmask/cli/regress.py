@@ -34,9 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the per-tensor table; 0 if all pass, 1 otherwise."""
     from afmask.api import regress
+    from afmask.mask.regress import check_rtol
     from afmask.model import load_model
 
+    check_rtol(args.rtol, "--rtol")  # before the slow part
     for flag, path in (("DUMP", args.dump), ("--arch", args.arch), ("--params", args.params)):
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{path}: is a folder, not a file ({flag})")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such file ({flag})")
     model = load_model(args.arch, args.params)

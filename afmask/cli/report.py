@@ -24,10 +24,42 @@ def add_evaluation_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sanity-levels", type=int, metavar="N", help="cascade levels of the sanity check (default 4)")
 
 
+#: Curve steps finer than this (per cent) cost thousands of forward passes for no visible difference.
+MIN_STEP = 0.5
+#: More random rankings than this only cost time: the best of them is what is compared.
+MAX_RANDOM_SEEDS = 100
+
+
+def check_evaluation_options(args: argparse.Namespace) -> None:
+    """ValueError naming the first evaluation option out of range (before any slow work)."""
+    import math
+
+    def bad(flag: str, value, why: str) -> ValueError:
+        return ValueError(f"{flag} {value:g}: {why}" if isinstance(value, float) else f"{flag} {value}: {why}")
+
+    for p in getattr(args, "percent", None) or ():
+        if not (math.isfinite(p) and 0 < p < 100):
+            raise bad("--percent", p, "rendition percentages must lie strictly between 0 and 100, e.g. --percent 20 50 80")
+    soft = getattr(args, "soft_db", None)
+    if soft is not None and not (math.isfinite(soft) and soft > 0):
+        raise bad("--soft-db", soft, "the attenuation must be a finite number of dB > 0, e.g. --soft-db 20")
+    step = getattr(args, "step", None)
+    if step is not None:
+        if not (math.isfinite(step) and MIN_STEP <= step <= 50) or abs(100 / step - round(100 / step)) > 1e-9 \
+                or abs(50 / step - round(50 / step)) > 1e-9:
+            raise bad("--step", step, f"the curve step (per cent) must divide 50, between {MIN_STEP:g} and 50, e.g. 5 or 2.5")
+    for flag, name, top in (("--random-seeds", "random_seeds", MAX_RANDOM_SEEDS), ("--sanity-iterations", "sanity_iterations", None),
+                            ("--sanity-levels", "sanity_levels", None)):
+        v = getattr(args, name, None)
+        if v is not None and (v < 1 or (top is not None and v > top)):
+            raise bad(flag, v, f"expected an integer >= 1{f' and <= {top}' if top else ''}")
+
+
 def settings_from_args(args: argparse.Namespace):
     """The EvaluationSettings the options name (defaults for the rest)."""
     from afmask.evaluate import EvaluationSettings
 
+    check_evaluation_options(args)
     s = EvaluationSettings()
     if getattr(args, "percent", None):
         s.percents = tuple(args.percent)
@@ -84,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
     from afmask.evaluate import EVALUATION_FILE
 
     out = Path(args.dir)
+    check_evaluation_options(args)
+    if args.transcript is not None and not Path(args.transcript).is_file():
+        raise FileNotFoundError(f"{args.transcript}: no such transcript file (--transcript)" if not Path(args.transcript).exists()
+                                else f"{args.transcript}: is a folder, not a transcript file (--transcript)")
     load_run(out)  # a clear error for a folder that is not a finished run
     model_given = bool(args.model or args.arch or args.params)
     if model_given or args.evaluate:
@@ -97,6 +133,12 @@ def run(args: argparse.Namespace) -> int:
             f"`afmask report {out} --model demo` or `afmask report {out} --arch A.arch --params P.af` "
             "(or --no-evaluation for a report of the training only)"
         )
-    path = write_report(out, embed_audio=not args.link_audio, require_evaluation=not args.no_evaluation)
+    try:
+        path = write_report(out, embed_audio=not args.link_audio, require_evaluation=not args.no_evaluation)
+    except (KeyError, TypeError, IndexError) as e:  # a value read_evaluation's layout check does not cover
+        from afmask.io.runfiles import RunFileError
+
+        raise RunFileError(out / EVALUATION_FILE, f"is damaged or from another version ({type(e).__name__}: {e})",
+                           f"evaluate the run again: `afmask report {out} --model demo` (or --arch A.arch --params P.af)") from None
     print(f"afmask report: wrote {path}")
     return 0

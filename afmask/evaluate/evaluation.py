@@ -14,13 +14,12 @@ noise scale = important. Rankings order the points by importance.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io as _io
 import json
 import math
 import os
 import shutil
-import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,13 +38,43 @@ from afmask.evaluate.renditions import (
 from afmask.evaluate.sanity import decorrelates, sanity_check, spearman
 from afmask.evaluate.scoring import Scorer, normalise
 from afmask.fl.nn import Module
+from afmask.io.files import in_stage
 from afmask.mask import MaskConfig
 
 EVALUATION_FILE = "evaluation.json"
 CURVES_FILE = "curves.csv"
 RENDITIONS_DIR = "renditions"
-#: Version of evaluation.json's layout.
-FORMAT = 1
+#: Version of evaluation.json's layout (2: "inputs", the digests of what was evaluated).
+FORMAT = 2
+#: Arrays of features.npz that the evaluation reads.
+FEATURE_KEYS = ("fft", "magnitude", "samples")
+
+
+class StaleEvaluation(ValueError):
+    """evaluation.json was made from another m, features or settings than the run folder holds now."""
+
+
+def array_digest(a: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and values (C order): the same for the same numbers, whatever the layout."""
+    a = np.asarray(a)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def run_digests(config: MaskConfig, m: np.ndarray, feats: dict) -> dict:
+    """What an evaluation is made from, as sha256 digests: m (2K, T), the features (fft, magnitude, samples) and
+    the resolved settings (config.json's, keys sorted)."""
+    f = hashlib.sha256()
+    for k in FEATURE_KEYS:
+        if k in feats:
+            f.update(f"{k}:{array_digest(feats[k])};".encode())
+    settings = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+    return {"m": array_digest(m), "features": f.hexdigest(), "settings": hashlib.sha256(settings.encode()).hexdigest()}
+
+
+#: The run files each digest stands for, for messages.
+_DIGEST_FILES = {"m": "m.npy", "features": "features.npz", "settings": "settings (config.json)"}
 
 
 @dataclass
@@ -119,6 +148,8 @@ class EvaluationResult:
     settings: dict
     words: list = field(default_factory=list)
     format: int = FORMAT
+    #: why the model hears nothing in this input (then the verdicts are "not meaningful"); None: it hears it
+    hears_nothing: Optional[str] = None
 
     def to_dict(self) -> dict:
         """The JSON layout of evaluation.json."""
@@ -282,13 +313,53 @@ def compare_with_baselines(areas: dict, metric: str) -> tuple[Optional[bool], Op
     return beats_e, beats_r, note
 
 
+# -- does the model hear anything? ---------------------------------------------------------------------
+#: The prefix of every verdict, note and sanity line of an evaluation of input the model does not hear.
+NOT_MEANINGFUL = "NOT MEANINGFUL: the model hears nothing"
+
+
+def hears_nothing(samples: np.ndarray, magnitude: np.ndarray, clean_text: str) -> Optional[str]:
+    """Why the model hears nothing in this input (near-silence, DC or a steady tone relative to its input
+    normalisation, or an empty / one-letter clean decoding), or None when it hears something."""
+    from afmask.features.checks import audibility
+    from afmask.model.tokens import normalize_text
+
+    why = audibility(samples, magnitude).reason() if np.asarray(samples).size else None
+    if why is not None:
+        return why
+    letters = normalize_text(clean_text).replace(" ", "")
+    if len(letters) <= 1:
+        return ("its clean decoding is empty" if not letters else
+                f"its clean decoding is one letter ({letters!r})") + ", so there is no transcript to keep"
+    return None
+
+
+def _not_meaningful(why: Optional[str], what: str, numbers: str) -> str:
+    reason = f": {why}" if why else " (see the verdict)"
+    return f"{NOT_MEANINGFUL}{reason}. {what}; for the record, {numbers}"
+
+
+def _half_numbers(keep_important: dict, keep_other: dict, metric: str) -> str:
+    return "; ".join(f"{_name(mt)} {_fmt(keep_important.get(mt))} keeping the important half vs "
+                     f"{_fmt(keep_other.get(mt))} keeping the other half" for mt in _metric_order(metric))
+
+
+def _gap_numbers(areas: dict, metric: str) -> str:
+    mt = metric
+    randoms = [v["gap"].get(mt) for k, v in areas.items() if k.startswith("random") and v["gap"].get(mt) is not None]
+    short = "CER" if mt.startswith("cer") else "f"
+    return (f"AUC(deletion) - AUC(insertion) of {short}: {_fmt(areas['explanation']['gap'].get(mt))} for the "
+            f"explanation, {_fmt(areas['energy']['gap'].get(mt))} for signal energy, "
+            f"{_fmt(max(randoms) if randoms else None)} for the best random ranking")
+
+
 # -- the evaluation -----------------------------------------------------------------------------------
 def _bar(progress: bool, desc: str):
     if not progress:
         return None
-    from tqdm import tqdm
+    from afmask.io.progress import progress_bar
 
-    return tqdm(total=0, file=sys.stderr, desc=desc, unit="pass", dynamic_ncols=True, leave=False)
+    return progress_bar(total=0, desc=desc, unit="pass", leave=False)
 
 
 def evaluate(
@@ -345,6 +416,11 @@ def evaluate(
     keep_other = score_at(curves["explanation"]["deletion"], 50.0).to_dict()
     verdict, rev = half_verdict(keep_imp, keep_other, metric)
     beats_e, beats_r, energy_note = compare_with_baselines(areas, metric)
+    deaf = hears_nothing(samples, mag, scorer.clean_text)
+    if deaf is not None:  # numbers of noise: keep them for the record, claim nothing
+        verdict = _not_meaningful(deaf, "No verdict", _half_numbers(keep_imp, keep_other, metric))
+        energy_note = _not_meaningful(None, "No comparison with the baselines", _gap_numbers(areas, metric))
+        rev, beats_e, beats_r = None, None, None
 
     # renditions: written, read back from their files and decoded; also scored at the spectrum level
     t0 = time.perf_counter()
@@ -365,12 +441,15 @@ def evaluate(
             if bar is not None:
                 bar.close()
         dec = decorrelates(levels)
+        note = _sanity_note(levels, dec)
+        if deaf is not None:
+            dec, note = None, _not_meaningful(None, "The sanity check does not apply", _sanity_numbers(levels))
         sanity = {
             "levels": [lv.to_dict() for lv in levels],
             "iterations": settings.sanity_iterations,
             "samples": settings.sanity_samples or config.samples,
             "decorrelates": dec,
-            "note": _sanity_note(levels, dec),
+            "note": note,
         }
         seconds["sanity"] = time.perf_counter() - t0
 
@@ -384,15 +463,20 @@ def evaluate(
                        for kind, c in pair.items()} for name, pair in curves.items()},
         renditions=rend_rows, sanity=sanity, importance_vs_energy=spearman(imp, np.log(np.maximum(mag, 1e-12))),
         forwards=scorer.forwards, seconds={k: round(v, 3) for k, v in seconds.items()},
-        settings=settings.to_dict(), words=list(words or []),
+        settings=settings.to_dict(), words=list(words or []), hears_nothing=deaf,
     )
 
 
-def _sanity_note(levels, dec: Optional[bool]) -> str:
+def _sanity_numbers(levels) -> str:
     first, last = levels[0], levels[-1]
     rho = lambda v: "undefined (a constant map)" if v is None else f"{v:.3f}"  # noqa: E731
-    base = (f"Spearman with the trained explanation: {rho(first.spearman)} for the trained model re-run short, "
+    return (f"Spearman with the trained explanation: {rho(first.spearman)} for the trained model re-run short, "
             f"{rho(last.spearman)} with all layers random")
+
+
+def _sanity_note(levels, dec: Optional[bool]) -> str:
+    base = _sanity_numbers(levels)
+    first = levels[0]
     if dec is None:
         return base + " (undecided)"
     if not dec:
@@ -415,12 +499,12 @@ def _renditions(scorer: Scorer, fft, mag, samples, order, settings: EvaluationSe
     mags = [rendition_magnitudes(mag, order, r) for r in plan]
     spectrum = scorer.score(mags)
     inputs, files = [], []
-    it = plan
+    bar = None
     if progress:
-        from tqdm import tqdm
+        from afmask.io.progress import progress_bar
 
-        it = tqdm(plan, file=sys.stderr, desc="afmask evaluate: renditions", unit="file", dynamic_ncols=True, leave=False)
-    for r, mg in zip(it, mags):
+        bar = progress_bar(total=len(plan), desc="afmask evaluate: renditions", unit="file", leave=False)
+    for r, mg in zip(plan, mags):
         x = render(fft, mg, samples.size)
         names = write_rendition(folder, r.name, x, wav=settings.wav)
         back = load_audio(folder / names[0], allow_clipping=True)  # decode what was written, as one would hear it
@@ -429,6 +513,10 @@ def _renditions(scorer: Scorer, fft, mag, samples, order, settings: EvaluationSe
         else:
             inputs.append(normalise(features(back)["magnitude"], scorer.stats))
         files.append(names)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     audio = scorer.score_inputs(inputs)
     rows = []
     for r, names, sp, au in zip(plan, files, spectrum, audio):
@@ -456,6 +544,7 @@ def curves_csv(result: EvaluationResult) -> str:
     return buf.getvalue()
 
 
+@in_stage("the evaluation", "out")
 def evaluate_into(
     out: os.PathLike,
     config: MaskConfig,
@@ -474,9 +563,10 @@ def evaluate_into(
     into place, and evaluation.json is written last (the mark of a finished
     evaluation). A failure before that leaves the folder as it was.
     """
-    from afmask.io.files import atomic_write
+    from afmask.io.files import atomic_write, staging_folder, sweep_stale
 
     out = Path(out)
+    sweep_stale(out)  # staging folders and temporaries of evaluations killed before they could clean up
     if transcript is None and transcript_path is None and not _frames_cover_whole(config, m.shape[1]):
         transcript_note = "the run explains only some frames; the file's transcript does not apply"
     else:
@@ -486,11 +576,12 @@ def evaluate_into(
     frames = config.extra.get("frames") or [0, m.shape[1]]
     T = m.shape[1]
     words = find_words(config.audio, offset_s=frames[0] * 0.01, duration_s=T * 0.01 + 0.015)
-    stage = Path(tempfile.mkdtemp(prefix=".evaluation.", dir=out))
+    stage = staging_folder(out)
     try:
         result = evaluate(config, m, feats, model, settings, transcript=transcript, words=words,
                           rendition_dir=stage / RENDITIONS_DIR, progress=progress)
         doc = result.to_dict()
+        doc["inputs"] = run_digests(config, m, feats)
         doc["transcript_file"] = os.fspath(transcript_path) if transcript_path else None
         doc["transcript_note"] = transcript_note
         with open(stage / CURVES_FILE, "w", encoding="utf-8", newline="") as f:
@@ -513,19 +604,93 @@ def evaluate_into(
     return result
 
 
-def read_evaluation(out: os.PathLike) -> dict:
-    """evaluation.json of a run folder; FileNotFoundError saying how to make it when it is missing."""
+def read_evaluation(out: os.PathLike, expected: Optional[dict] = None) -> dict:
+    """evaluation.json of a run folder; FileNotFoundError saying how to make it when it is missing.
+
+    ``expected``: the :func:`run_digests` of the folder's m, features and settings now; an evaluation made from
+    others raises StaleEvaluation naming what changed.
+    """
     path = Path(out) / EVALUATION_FILE
     if not path.is_file():
         raise FileNotFoundError(
             f"{out} has no {EVALUATION_FILE}: the evaluation needs the model the run explained; run "
             f"`afmask report {out} --model demo` (or `--arch A.arch --params P.af`) to evaluate it and write the report"
         )
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a valid evaluation file ({exc}); evaluate the run again") from None
+    from afmask.io.runfiles import RunFileError, read_json
+
+    fix = f"evaluate the run again: `afmask report {out} --model demo` (or --arch A.arch --params P.af)"
+    doc = read_json(path, fix)
+    if not isinstance(doc, dict):
+        raise RunFileError(path, f"holds a JSON {type(doc).__name__}, not an evaluation", fix)
     if doc.get("format") != FORMAT:
-        raise ValueError(f"{path}: evaluation format {doc.get('format')!r}, expected {FORMAT}; evaluate the run again")
+        raise RunFileError(path, f"evaluation format {doc.get('format')!r}, expected {FORMAT}", fix)
+    problem = _layout_problem(doc)
+    if problem:
+        raise RunFileError(path, f"is damaged or from another version: {problem}", fix)
+    if expected is not None:
+        made_from = doc.get("inputs") or {}
+        changed = [_DIGEST_FILES[k] for k in _DIGEST_FILES if made_from.get(k) != expected.get(k)]
+        if changed:
+            raise StaleEvaluation(
+                f"{path}: made from another {', '.join(changed)} than {out} holds now (the run changed after its "
+                f"evaluation); evaluate it again: `afmask report {out} --model demo` (or --arch A.arch --params P.af)"
+            )
     return doc
+
+
+#: What the report reads of evaluation.json: key -> type(s) (a nested dict: the keys inside).
+_NUM = (int, float, type(None))
+_CURVE = {"x": list, "cer_clean": list, "cer_transcript": list, "f": list, "text": list}
+_LAYOUT = {
+    "clean_text": str, "metric": str, "verdict": str, "energy_note": str, "reversed": (bool, type(None)),
+    "beats_energy": (bool, type(None)), "beats_random": (bool, type(None)), "keep_important": dict, "keep_other": dict,
+    "importance_vs_energy": _NUM, "forwards": int, "seconds": dict, "settings": dict, "renditions": list,
+    "sanity": (dict, type(None)),
+    "areas": {"explanation": {"gap": dict, "deletion": dict, "insertion": dict}, "energy": {"gap": dict}},
+    "curves": {"explanation": {"deletion": _CURVE, "insertion": _CURVE}, "energy": {"deletion": _CURVE, "insertion": _CURVE}},
+}
+_RENDITION = {"name": str, "files": list, "percent": _NUM, "description": str, "kept": str, "text": str,
+              "cer_clean": _NUM, "cer_transcript": _NUM, "f": _NUM, "spectrum_cer_clean": _NUM}
+_SANITY = {"levels": list, "note": str, "decorrelates": (bool, type(None)), "iterations": int, "samples": int}
+_LEVEL = {"label": str, "randomised_layers": int, "layers": list, "spearman": _NUM, "spearman_short": _NUM, "seconds": _NUM}
+
+
+def _layout_problem(doc: Any, layout: Optional[dict] = None, where: str = "") -> Optional[str]:
+    """The first way ``doc`` differs from the evaluation layout the report reads, or None."""
+    if layout is None:
+        problem = _layout_problem(doc, _LAYOUT)
+        if problem:
+            return problem
+        for i, r in enumerate(doc["renditions"]):
+            problem = _layout_problem(r, _RENDITION, f"renditions[{i}].") if isinstance(r, dict) else f"renditions[{i}] is not an object"
+            if problem:
+                return problem
+        if doc["sanity"] is not None:
+            problem = _layout_problem(doc["sanity"], _SANITY, "sanity.")
+            for i, lv in enumerate(doc["sanity"].get("levels") or []):
+                problem = problem or (_layout_problem(lv, _LEVEL, f"sanity.levels[{i}].") if isinstance(lv, dict)
+                                      else f"sanity.levels[{i}] is not an object")
+            if problem:
+                return problem
+            if not doc["sanity"]["levels"]:
+                return "sanity.levels is empty"
+        return None
+    for key, want in layout.items():
+        if key not in doc:
+            return f"it lacks '{where}{key}'"
+        value = doc[key]
+        if isinstance(want, dict):
+            if not isinstance(value, dict):
+                return f"{where}{key} is a {type(value).__name__}, expected an object"
+            problem = _layout_problem(value, want, f"{where}{key}.")
+            if problem:
+                return problem
+        elif not isinstance(value, want) or (isinstance(value, bool) and bool not in (want if isinstance(want, tuple) else (want,))):
+            return f"{where}{key} is {type(value).__name__}, expected {_type_names(want)}"
+    return None
+
+
+def _type_names(want: Any) -> str:
+    names = {str: "text", int: "an integer", float: "a number", bool: "true/false", list: "a list", dict: "an object",
+             type(None): "null"}
+    return " or ".join(names.get(t, t.__name__) for t in (want if isinstance(want, tuple) else (want,)))

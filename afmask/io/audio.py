@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import math
 import os
+import struct
+import warnings
 
 import numpy as np
-import soundfile as sf
+
+try:
+    import soundfile as sf
+except (ImportError, OSError) as _exc:  # OSError: the package is there but libsndfile is not
+    # afmask still runs (everything but audio files) where soundfile is missing, e.g. on a bare GPU machine
+    sf = None
+    _SOUNDFILE_MISSING = str(_exc)
 
 from afmask.io.files import atomic_write
 
-__all__ = ["AudioError", "CLIP_FRACTION", "CLIP_LEVEL", "MIN_SAMPLES", "SAMPLE_RATE", "load_audio", "write_audio"]
+__all__ = ["AudioError", "AudioWarning", "CLIP_FRACTION", "CLIP_LEVEL", "MIN_SAMPLES", "SAMPLE_RATE", "load_audio", "write_audio"]
 
 #: The rate the wav2letter model was trained on.
 SAMPLE_RATE = 16000
@@ -34,6 +42,62 @@ class AudioError(ValueError):
         super().__init__(f"{self.filename}: {message}")
 
 
+def _soundfile():
+    """The soundfile module, or an ImportError saying how to install it."""
+    if sf is None:
+        raise ImportError(f"reading and writing audio needs soundfile and libsndfile ({_SOUNDFILE_MISSING}); "
+                          "`pip install soundfile`")
+    return sf
+
+
+class AudioWarning(UserWarning):
+    """Audio that afmask uses but that is probably not what the user meant (truncated, near-silent, too short)."""
+
+
+def wav_header_frames(path: str) -> int | None:
+    """Frames a RIFF/WAVE file's header declares (its data chunk size / block size); None if not a plain RIFF WAV."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None  # RF64, RIFX, or not WAV: libsndfile's own count is all there is
+            block = None
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if cid == b"fmt ":
+                    fmt = f.read(min(size, 16))
+                    if len(fmt) < 14:
+                        return None
+                    block = struct.unpack("<H", fmt[12:14])[0]
+                    f.seek(size - len(fmt) + (size & 1), os.SEEK_CUR)
+                elif cid == b"data":
+                    # 0 and 0xFFFFFFFF: a streamed file whose writer never knew the size
+                    if not block or size in (0, 0xFFFFFFFF):
+                        return None
+                    return size // block
+                else:
+                    f.seek(size + (size & 1), os.SEEK_CUR)  # chunks are padded to an even size
+    except OSError:
+        return None
+
+
+def _check_complete(path: str, frames_read: int) -> None:
+    """Warn (AudioWarning, with the counts) when the file holds fewer frames than its header says."""
+    declared = wav_header_frames(path)
+    if declared is None:
+        try:
+            declared = sf.info(path).frames
+        except (sf.SoundFileError, RuntimeError):
+            return
+    if declared > frames_read:
+        warnings.warn(f"{path}: the file is truncated: its header says {declared} frames, only {frames_read} are "
+                      f"present ({100 * frames_read / declared:.1f} %); using those {frames_read} (copy or export "
+                      "the file again if that is not the whole recording)", AudioWarning, stacklevel=3)
+
+
 def _read(path: str) -> tuple[np.ndarray, int]:
     if not os.path.exists(path):
         raise AudioError(path, "no such file; check the path")
@@ -41,10 +105,15 @@ def _read(path: str) -> tuple[np.ndarray, int]:
         raise AudioError(path, "is a folder, not an audio file")
     if os.path.getsize(path) == 0:
         raise AudioError(path, f"file is empty (0 bytes); {_CONVERT}")
+    sf = _soundfile()
     try:
         data, rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as e:
         raise AudioError(path, f"libsndfile cannot read it ({e}); use a WAV or FLAC file or {_CONVERT}") from None
+    except MemoryError:
+        raise AudioError(path, f"too large to decode in memory ({os.path.getsize(path) / 1e9:.1f} GB on disk); "
+                               "cut it into shorter utterances") from None
+    _check_complete(path, data.shape[0])
     return data, rate
 
 
@@ -118,6 +187,7 @@ def write_audio(path: str | os.PathLike, samples: np.ndarray, rate: int = SAMPLE
     # Scale by 32768, the factor libsndfile reads 16-bit audio back with, so that samples
     # loaded from 16-bit files survive a round trip bit for bit (1.0 saturates to 32767).
     pcm = np.clip(np.round(x.astype(np.float64) * 32768.0), -32768, 32767).astype(np.int16)
+    sf = _soundfile()
     with atomic_write(path) as f:
         sf.write(f, pcm, int(rate), format=_FORMATS[ext], subtype="PCM_16")
 

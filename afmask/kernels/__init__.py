@@ -1,4 +1,4 @@
-"""Fused kernels of the mask experiment (CPU extension, CUDA, ArrayFire) behind one API; see ``mask_step``."""
+"""Fused kernels of the mask experiment (CPU extension, OpenCL, CUDA, ArrayFire) behind one API; see ``mask_step``."""
 
 from afmask.kernels.mask_step import (
     CUDA_SOURCE,
@@ -11,6 +11,7 @@ from afmask.kernels.mask_step import (
     extension_info,
     forward,
     get_num_threads,
+    opencl_info,
     path_status,
     per_bin_loop,
     set_num_threads,
@@ -27,6 +28,7 @@ __all__ = [
     "extension_info",
     "forward",
     "get_num_threads",
+    "opencl_info",
     "path_status",
     "per_bin_loop",
     "set_num_threads",

@@ -11,6 +11,10 @@ One API over five implementations ("paths") that compute the same thing:
 ``ext``
     the fused C++ kernel (``afmask._ext``, csrc/mask_step.cpp): one pass, no
     temporaries, SSE2 or AVX chosen at run time, OpenMP over frames. NumPy arrays.
+``opencl``
+    the same kernel in OpenCL C (``afmask/kernels/mask_step.cl``) through
+    pyopencl, on any OpenCL device (a GPU, or a CPU implementation such as
+    pocl). NumPy arrays, copied to the device and back on every call.
 ``cuda``
     the fused CUDA kernel (``afmask/kernels/mask_step.cu``) compiled at run time
     by CuPy. CuPy arrays.
@@ -60,7 +64,7 @@ import numpy as np
 from afmask.backend import threads
 
 #: Every implementation, slowest first.
-PATHS = ("loop", "expr", "ext", "cuda", "arrayfire")
+PATHS = ("loop", "expr", "ext", "opencl", "cuda", "arrayfire")
 
 #: The CUDA source shipped with the package.
 CUDA_SOURCE = Path(__file__).with_name("mask_step.cu")
@@ -184,17 +188,39 @@ def _af():
     return af
 
 
+def _state(path: str) -> str:
+    """One path's state: 'available' or why not (each probe runs once per process)."""
+    if path in ("loop", "expr"):
+        return "available"
+    if path == "ext":
+        return "available" if _ext_or_reason()[0] is not None else _ext_or_reason()[1]
+    if path == "cuda":
+        kernels, reason = _cuda_module_or_reason()
+        return "available" if kernels is not None else reason
+    if path == "arrayfire":
+        return "available" if _af_or_reason()[0] is not None else _af_or_reason()[1]
+    return _opencl().status()  # builds the OpenCL program: only asked for when needed
+
+
 def path_status() -> dict[str, str]:
     """Each path's state on this machine: 'available' or why not (for ``afmask info``)."""
-    status = {"loop": "available", "expr": "available"}
-    status["ext"] = "available" if _ext_or_reason()[0] is not None else _ext_or_reason()[1]
-    kernels, reason = _cuda_module_or_reason()
-    status["cuda"] = "available" if kernels is not None else reason
-    status["arrayfire"] = "available" if _af_or_reason()[0] is not None else _af_or_reason()[1]
-    return status
+    return {p: _state(p) for p in PATHS}
 
 
-_PATHS_FOR = {"numpy": ("loop", "expr", "ext"), "cupy": ("loop", "expr", "cuda"), "arrayfire": ("arrayfire",)}
+def _opencl():
+    from afmask.kernels import opencl
+
+    return opencl
+
+
+def opencl_info() -> dict | None:
+    """The OpenCL platform and device of the opencl path (None where it does not run)."""
+    return _opencl().info()
+
+
+# slowest first per array module: 'auto' takes the last one available (opencl copies NumPy arrays to its
+# device and back, so the in-place extension comes after it)
+_PATHS_FOR = {"numpy": ("loop", "expr", "opencl", "ext"), "cupy": ("loop", "expr", "cuda"), "arrayfire": ("arrayfire",)}
 
 
 def available_paths(array_module: Any = None) -> list[str]:
@@ -209,10 +235,12 @@ def available_paths(array_module: Any = None) -> list[str]:
 def best_path(array_module: Any) -> str:
     """The fastest path that runs here for arrays of this module ('ext', 'cuda', 'arrayfire', else 'expr')."""
     name = _name_of(array_module)
-    paths = available_paths(name)
-    if not paths:
-        raise RuntimeError(f"no path runs {name} arrays here: {path_status()[_PATHS_FOR[name][-1]]}")
-    return paths[-1]
+    if name == "cupy" and _cupy_or_reason()[0] is None:
+        raise RuntimeError(f"no path runs cupy arrays here: {_cupy_or_reason()[1]}")
+    for p in reversed(_PATHS_FOR[name]):  # fastest first, probing no further than needed
+        if _state(p) == "available":
+            return p
+    raise RuntimeError(f"no path runs {name} arrays here: {_state(_PATHS_FOR[name][-1])}")
 
 
 def _resolve(path: str, first: Any) -> tuple[str, str]:
@@ -563,6 +591,8 @@ def forward(x: Any, eps: Any, m: Any, out: Any = None, path: str = "auto", check
         mag = xp.empty(kshape, dtype=xp.float32, order="F") if out is None else out
         if path == "ext":
             bad = _ext().forward(x, eps, m, mag)
+        elif path == "opencl":
+            bad = _opencl().forward(x, eps, m, mag, K, T, S)
         elif path == "cuda":
             fwd, _ = _cuda_kernels()
             _cuda_check_sizes(K, T, S, (x, "x"), (eps, "eps"), (m, "m"))
@@ -626,6 +656,8 @@ def backward(
                 0.0 if lr is None else lr,
                 lr is not None,
             )
+        elif path == "opencl":
+            sq_m, sq_g, bad = _opencl().backward(xgrad, x, eps, m, mgrad, K, T, S, coef, lr)
         elif path == "cuda":
             _, bwd = _cuda_kernels()
             _cuda_check_sizes(K, T, S, (x, "x"), (eps, "eps"), (m, "m"), (mgrad, "out"))

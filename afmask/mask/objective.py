@@ -28,6 +28,7 @@ from afmask.features.stft import global_mean_stdev
 from afmask.fl import Variable, seq, span
 from afmask.fl.nn import Module
 from afmask.kernels import mask_step
+from afmask.mask import noise
 from afmask.mask.postprocess import postprocess
 
 
@@ -133,14 +134,12 @@ class MaskObjective:
         self._scale_tiled: dict[int, Any] = {}
 
     # -- pieces ----------------------------------------------------------------------------
-    def draw_noise(self, seed: int, samples: int = 1) -> Any:
-        """Noise e (2K, T[, S]) float32, column-major: N(0, fftstdev^2) (absolute) or N(0, 1) * |x_k| (relative)."""
+    def draw_noise(self, seed: int, samples: int = 1, generator: str = "host") -> Any:
+        """Noise e (2K, T[, S]) float32, column-major: N(0, fftstdev^2) (absolute) or N(0, 1) * |x_k| (relative).
+
+        ``generator``: "host" (the same draws on every backend) or "device" (see afmask.mask.noise)."""
         B = self.B
-        # drawn in reversed dims and transposed: column-major memory without a copy
-        if samples == 1:
-            raw = B.transpose(B.randn((self.T, 2 * self.K), seed, self.dtype))
-        else:
-            raw = B.reorder(B.randn((samples, self.T, 2 * self.K), seed, self.dtype), (2, 1, 0))
+        raw = noise.standard_normal(B, 2 * self.K, self.T, samples, seed, self.dtype, generator)
         if self.noise_scale is None:
             return fortran(B, raw * self.dtype.type(self.fftstdev))
         if getattr(B, "xp", None) is not None and getattr(raw.flags, "writeable", True):

@@ -52,6 +52,18 @@ VARIANT_CODES = {0: "letters", 1: "pitfall"}
 RTOL = 5e-4
 
 
+def check_rtol(rtol: Any, name: str = "rtol") -> float:
+    """``rtol`` as a float; ValueError naming ``name`` unless it is a finite number >= 0."""
+    try:
+        value = float(rtol)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(rtol, bool) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} {rtol!r}: the tolerance must be a finite number >= 0, a fraction of each tensor's "
+                         f"largest value (default {RTOL:g}; 0 asks for bit-equal tensors)")
+    return value
+
+
 @dataclass
 class TensorCheck:
     """One tensor compared: worst absolute and relative error and the verdict."""
@@ -89,16 +101,27 @@ def replay(
     fft, m and eps alone. ``stats="arrayfire_cpu"`` and ``norm_accumulation="float32"`` reproduce ArrayFire's
     CPU float32 accumulation. Returns the checks and the recomputed tensors.
     """
+    check_rtol(rtol, "rtol")
     missing = [k for k in REQUIRED if k not in dump]
     if missing:
         raise ValueError(f"the dump lacks required key(s) {', '.join(missing)}; it needs {', '.join(REQUIRED)}")
+    for key in REQUIRED + (("variant",) if "variant" in dump else ()):
+        v = np.asarray(dump[key])
+        if v.dtype.kind not in "fiub":
+            raise ValueError(f"dump key {key!r} holds {v.dtype} values, expected real numbers")
+        bad = int(np.count_nonzero(~np.isfinite(v))) if v.dtype.kind == "f" else 0
+        if bad:
+            what = f"is {v.reshape(-1)[0]}" if v.size == 1 else f"holds {bad} NaN or infinite value(s) of {v.size}"
+            raise ValueError(f"dump key {key!r} {what}: the C++ iteration that wrote it had already diverged; "
+                             "dump an earlier iteration, or one with a smaller learning rate or lambda")
     fft = np.asarray(dump["fft"], np.float32)
     for key in ("m", "eps"):
         if np.shape(dump[key]) != fft.shape:
             raise ValueError(f"dump key {key!r} has dims {np.shape(dump[key])}, expected the fft's {fft.shape}")
-    code = int(round(_scalar(dump, "variant"))) if "variant" in dump else 0
+    code = _scalar(dump, "variant") if "variant" in dump else 0
     if code not in VARIANT_CODES:
-        raise ValueError(f"dump key 'variant' must be 0 (letters) or 1 (pitfall), got {code}")
+        raise ValueError(f"dump key 'variant' must be 0 (letters) or 1 (pitfall), got {code:g}")
+    code = int(code)
     lam, lr = _scalar(dump, "lambda"), _scalar(dump, "lr")
     B = get_backend()
     obj = MaskObjective(fft, model, VARIANT_CODES[code], noise="absolute", stats=stats, backend=B)

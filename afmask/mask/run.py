@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io as _io
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -31,6 +34,42 @@ LOG_COLUMNS = ("iteration", "total", "f_term", "reg_term", "grad_f_norm", "grad_
 CHECKPOINT = "checkpoint.npz"
 #: Draw the next iteration's noise during this one (NumPy backend; the same numbers either way).
 PREFETCH_NOISE = True
+CONFIG_FILE = "config.json"
+#: Settings a resumed run may change: they decide how long it runs and how often it saves, not what it computes.
+RESUMABLE = ("iterations", "checkpoint_every", "checkpoint_seconds")
+#: A run whose remaining iterations would take longer than this says so once its first iterations are timed.
+LONG_RUN_SECONDS = 3600.0
+#: Signals that stop the loop with a checkpoint (SIGINT: Ctrl-C; SIGTERM: kill, a job scheduler's stop).
+STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s is not None)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The loop stopped on SIGINT or SIGTERM; the checkpoint it wrote (if any) resumes it. ``exit_code`` is 128 + signal.
+
+    A KeyboardInterrupt, so that code which handles Ctrl-C handles it too (and ``except Exception`` does not).
+    """
+
+    def __init__(self, signum: int, iteration: int, iterations: int, checkpoint: Optional[Path]):
+        self.signum, self.iteration, self.iterations, self.checkpoint = signum, iteration, iterations, checkpoint
+        self.exit_code = 128 + int(signum)
+        name = signal.Signals(signum).name
+        if checkpoint is not None:
+            saved = f"checkpoint written to {checkpoint}"
+        else:
+            saved = "nothing to resume from (no output folder, or stopped before the first iteration)"
+        super().__init__(f"interrupted by {name} after {iteration} of {iterations} iterations; {saved}")
+
+
+class _Stop(BaseException):
+    """Raised by the signal handler inside the loop (a BaseException, so no ``except Exception`` swallows it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -91,6 +130,11 @@ class MaskRun:
         self.seconds = 0.0
         self._ahead: Optional[tuple] = None  # (seed, future) of noise drawn ahead
         self._pool = None
+        #: where one-line notes go (the time estimate of a long run); the command line prints them to stderr.
+        self.notify: Callable[[str], None] = _say
+        self.estimate: dict = {}
+        self._signal: Optional[int] = None
+        self._critical = False
 
     # -- one step ---------------------------------------------------------------------------
     def scale(self, theta: Any = None) -> Any:
@@ -102,7 +146,7 @@ class MaskRun:
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == seed:
             return ahead[1].result()
-        return self.obj.draw_noise(seed, self.cfg.samples)
+        return self.obj.draw_noise(seed, self.cfg.samples, self.cfg.noise_generator)
 
     def prefetch_noise(self, seed: int) -> None:
         """Start drawing the noise for ``seed`` in a background thread (NumPy backend only).
@@ -116,11 +160,11 @@ class MaskRun:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="afmask-noise")
-        self._ahead = (seed, self._pool.submit(self.obj.draw_noise, seed, self.cfg.samples))
+        self._ahead = (seed, self._pool.submit(self.obj.draw_noise, seed, self.cfg.samples, self.cfg.noise_generator))
 
     def data_gradient(self, m: Any, seed: int, eps: Any = None) -> tuple[float, Any, float]:
         """f, df/dm and ||df/dm||^2 for one batch of noise (that of ``seed``, unless already drawn as ``eps``)."""
-        eps = self.obj.draw_noise(seed, self.cfg.samples) if eps is None else eps
+        eps = self.obj.draw_noise(seed, self.cfg.samples, self.cfg.noise_generator) if eps is None else eps
         if self.cfg.gradient == "hand":
             fw = self.obj.forward(m, eps)
             f = fw.f.scalar()
@@ -161,8 +205,32 @@ class MaskRun:
                 f"(m mean {float(B.scalar(B.mean(B.astype(m, np.float64), [0, 1]))):.3g}): lower the learning rate "
                 f"(lr={cfg.lr}) or lambda ({self.lam})"
             ) from None
+        # from here the step changes the loop's state (the optimiser's moments first): a stop signal waits for its end
+        self._critical = True
+        try:
+            row = self._update(theta, m, f, g_data, g_sq, t0)
+        finally:
+            self._critical = False
+        if self._signal is not None:
+            raise _Stop(self._signal)
+        return row
+
+    def _update(self, theta: Any, m: Any, f: float, g_data: Any, g_sq: float, t0: float) -> dict:
+        """The regulariser, the optimiser's step, the bound, the log row and the convergence test of one iteration."""
+        B, cfg = self.B, self.cfg
         m_sq = terms.sqnorm(B, m, cfg.norm_accumulation)
-        reg, g_reg = terms.regularizer(B, cfg.regularizer, m, self.lam, m_sq)
+        try:
+            reg, g_reg = terms.regularizer(B, cfg.regularizer, m, self.lam, m_sq)
+        except terms.ZeroScaleError:
+            if cfg.parametrization in ("exp", "softplus"):
+                why = (f"the noise scale m underflowed to 0 at iteration {self.iteration} (the {cfg.parametrization} "
+                       "parametrisation is positive, but float32 is not exact): the steps are too large")
+            else:
+                why = (f"the noise scale m reached 0 at iteration {self.iteration} and the {cfg.regularizer} "
+                       f"regulariser needs m != 0 (parametrisation {cfg.parametrization!r} lets it cross 0)")
+            raise FloatingPointError(f"lr {cfg.lr:g}: {why}; lower the learning rate (--lr, e.g. {min(cfg.lr / 100, 0.05):g})"
+                                     + ("" if cfg.parametrization in ("exp", "softplus") else
+                                        " or use parametrization 'exp'")) from None
         grad_theta = terms.scale_grad(B, cfg.parametrization, theta, m, g_data + g_reg)
         new_theta = self.optimizer.step(theta, grad_theta)
         if cfg.m_max is not None:
@@ -191,28 +259,93 @@ class MaskRun:
         return row
 
     # -- the loop -------------------------------------------------------------------------------
-    def run(self, progress: bool = True) -> MaskResult:
-        """Iterate until ``iterations`` or (with early_stop) convergence; checkpoint every ``checkpoint_every``."""
-        cfg = self.cfg
-        if self.lam is None:
-            self.lam = self.choose_lambda()
-        bar = None
-        if progress:
-            from tqdm import tqdm
+    @contextlib.contextmanager
+    def _stop_signals(self) -> Iterator[None]:
+        """SIGINT and SIGTERM stop the loop at the next safe point (between two steps' updates), not mid-update."""
+        if self.out is None or threading.current_thread() is not threading.main_thread():
+            # without a folder there is no checkpoint to write (the sanity check's short re-runs): Ctrl-C stays a
+            # KeyboardInterrupt; and only the main thread may install handlers
+            yield
+            return
 
-            bar = tqdm(total=cfg.iterations, initial=self.iteration, file=sys.stderr, unit="it", dynamic_ncols=True,
-                       desc=f"afmask {cfg.mode}")
+        def handler(signum, frame):
+            self._signal = signum
+            if not self._critical:
+                raise _Stop(signum)
+
+        old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
         try:
-            while self.iteration < cfg.iterations:
-                row = self.step()
-                if bar is not None:
-                    bar.update(1)
-                    if self.iteration % 10 == 0:
-                        bar.set_postfix(loss=f"{row['total']:.4g}", f=f"{row['f_term']:.3g}", m=f"{row['m_mean']:.3g}")
-                if self.out is not None and self.iteration % cfg.checkpoint_every == 0:
-                    self.save_checkpoint()
-                if cfg.early_stop and self.monitor.converged:
-                    break
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def start(self, resume: bool = False) -> None:
+        """Before the loop: resume from DIR's checkpoint (or refuse to overwrite one), then write DIR/config.json."""
+        if self.out is None:
+            if resume:
+                raise ValueError("resume needs an output folder")
+            return
+        if resume:
+            self.load_checkpoint()  # none yet: a fresh start, so that a restarted job may always pass --resume
+        elif (self.out / CHECKPOINT).exists():
+            raise ValueError(f"{self.out} already holds a run ({CHECKPOINT}); pass --resume to continue it or choose another folder")
+        self.write_config()
+
+    def _timed(self, started_at: int) -> None:
+        """Once the first iterations are timed: say how long the rest will take when that is beyond an hour."""
+        done = self.iteration - started_at
+        rows = self.history[started_at:]
+        if self.estimate or not rows or (done < 3 and rows[-1]["seconds"] < 5.0 and self.iteration < self.cfg.iterations):
+            return
+        per = float(np.median([r["seconds"] for r in rows]))
+        left = self.cfg.iterations - self.iteration
+        self.estimate = {"seconds_per_iteration": per, "iterations_left": left, "seconds_left": per * left}
+        if per * left > LONG_RUN_SECONDS:
+            self.notify(
+                f"afmask {self.cfg.mode}: this run will take about {_duration(per * left)} ({per:.3g} s per iteration, "
+                f"{left} iterations left{', fewer if it converges' if self.cfg.early_stop else ''}); to finish sooner "
+                "lower --iterations or explain fewer --frames; Ctrl-C stops it with a checkpoint to --resume from"
+            )
+
+    def run(self, progress: bool = True) -> MaskResult:
+        """Iterate until ``iterations`` or (with early_stop) convergence; checkpoint every ``checkpoint_every``
+        iterations and every ``checkpoint_seconds``; on SIGINT/SIGTERM checkpoint and raise RunInterrupted."""
+        cfg = self.cfg
+        bar = None
+        started_at = self.iteration
+        last_save = time.monotonic()
+        try:
+            with self._stop_signals():
+                if self.lam is None:
+                    self.lam = self.choose_lambda()
+                if progress:
+                    from afmask.io.progress import progress_bar
+
+                    bar = progress_bar(total=cfg.iterations, initial=self.iteration, unit="it", desc=f"afmask {cfg.mode}")
+                while self.iteration < cfg.iterations:
+                    if cfg.early_stop and self.monitor.converged:
+                        break
+                    row = self.step()
+                    if bar is not None:
+                        bar.update(1)
+                        if self.iteration % 10 == 0:
+                            bar.set_postfix(loss=f"{row['total']:.4g}", f=f"{row['f_term']:.3g}", m=f"{row['m_mean']:.3g}")
+                    self._timed(started_at)
+                    due = self.iteration % cfg.checkpoint_every == 0 or (
+                        cfg.checkpoint_seconds > 0 and time.monotonic() - last_save >= cfg.checkpoint_seconds)
+                    if self.out is not None and due:
+                        self._save_deferring_signals()
+                        last_save = time.monotonic()
+        except _Stop as stop:
+            if bar is not None:
+                bar.close()
+                bar = None
+            saved = None
+            if self.out is not None and self.lam is not None:
+                self.save_checkpoint()  # the state is that of the last finished step
+                saved = self.out / CHECKPOINT
+            raise RunInterrupted(stop.signum, self.iteration, cfg.iterations, saved) from None
         finally:
             if bar is not None:
                 bar.close()
@@ -221,6 +354,16 @@ class MaskRun:
             self.save_checkpoint()
             self.write_outputs(result)
         return result
+
+    def _save_deferring_signals(self) -> None:
+        """A checkpoint that a stop signal does not cut short (the signal takes effect right after it)."""
+        self._critical = True
+        try:
+            self.save_checkpoint()
+        finally:
+            self._critical = False
+        if self._signal is not None:
+            raise _Stop(self._signal)
 
     def result(self) -> MaskResult:
         """The run's result so far: m from the best window by smoothed loss (default mode) or the last m (faithful)."""
@@ -254,12 +397,22 @@ class MaskRun:
         path = self.out / CHECKPOINT
         if not path.exists():
             return False
-        with np.load(path) as z:
-            meta = json.loads(str(z["meta"]))
-            arrays = {k: z[k] for k in z.files if k != "meta"}
+        from afmask.io.runfiles import RunFileError, read_npz
+
+        fix = "it cannot be resumed: delete it (or choose another folder) and run again without --resume"
+        arrays = read_npz(path, fix)
+        try:
+            meta = json.loads(str(arrays.pop("meta")))
+            lacking = [k for k in ("config", "iteration", "lam", "seconds", "history", "monitor") if k not in meta]
+            if lacking or "theta" not in arrays or "best_theta" not in arrays:
+                raise ValueError(f"it lacks {', '.join(lacking) or 'theta'}")
+        except (KeyError, ValueError, TypeError) as e:
+            raise RunFileError(path, f"is not an afmask checkpoint or is damaged ({e})", fix) from None
         saved = dict(meta["config"])
         now = self.cfg.to_dict()
-        diff = [k for k in now if k not in ("iterations", "checkpoint_every") and saved.get(k) != now[k]]
+        # a setting added since the checkpoint was written counts as its default
+        defaults = MaskConfig.preset(saved.get("mode", now["mode"])).to_dict()
+        diff = [k for k in now if k not in RESUMABLE and saved.get(k, defaults.get(k)) != now[k]]
         if diff:
             raise ValueError(
                 f"cannot resume {path}: settings differ from the checkpoint's ({', '.join(diff)}); "
@@ -275,6 +428,13 @@ class MaskRun:
         opt.update({k[4:]: v for k, v in arrays.items() if k.startswith("opt_")})
         self.optimizer.load_state(opt)
         return True
+
+    def write_config(self) -> None:
+        """DIR/config.json: the run's resolved settings (written when the run starts, again at its end)."""
+        assert self.out is not None
+        self.out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(self.out / CONFIG_FILE) as f:
+            f.write(json.dumps(self.cfg.to_dict(), indent=2).encode())
 
     def write_log(self) -> None:
         """DIR/log.csv: one row per iteration."""
@@ -294,8 +454,7 @@ class MaskRun:
             with atomic_write(self.out / name) as f:
                 np.save(f, arr.astype(np.float32))
         save_array("m", result.m.astype(np.float32), self.out / "m.af")
-        with atomic_write(self.out / "config.json") as f:
-            f.write(json.dumps(self.cfg.to_dict(), indent=2).encode())
+        self.write_config()
         summary = result.summary()
         summary["auto_lambda"] = self.auto_lambda
         with atomic_write(self.out / "summary.json") as f:
@@ -312,10 +471,14 @@ def run_mask(
 ) -> MaskResult:
     """Learn the noise scale m for ``objective`` with ``config``; with ``out_dir``, write checkpoints and outputs there."""
     run = MaskRun(objective, config, out_dir)
-    if resume:
-        if out_dir is None:
-            raise ValueError("resume needs an output folder")
-        run.load_checkpoint()
-    elif out_dir is not None and (Path(out_dir) / CHECKPOINT).exists():
-        raise ValueError(f"{out_dir} already holds a run ({CHECKPOINT}); pass --resume to continue it or choose another folder")
+    run.start(resume)
     return run.run(progress=progress)
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` in words: "31 h", "2.5 h", "40 min"."""
+    if seconds >= 10 * 3600:
+        return f"{seconds / 3600:.0f} h"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min"

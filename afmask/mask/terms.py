@@ -10,6 +10,10 @@ import numpy as np
 from afmask.backend import Backend
 
 
+class ZeroScaleError(ValueError):
+    """The regulariser met m = 0 (its logarithm is -inf there)."""
+
+
 def sqnorm(B: Backend, m: Any, accumulation: str = "float64") -> float:
     """``||m||^2``: in float64, or as ArrayFire's CPU ``af::norm`` gives it (a sequential float32 sum, column-major)."""
     if accumulation == "float32":
@@ -26,13 +30,13 @@ def regularizer(B: Backend, kind: str, m: Any, lam: float, m_sqnorm: float) -> t
     """
     if kind == "log_norm":
         if m_sqnorm <= 0:
-            raise ValueError("the log-norm regulariser needs m != 0 somewhere (||m|| = 0)")
+            raise ZeroScaleError("the log-norm regulariser needs m != 0 somewhere (||m|| = 0)")
         return -lam * math.log(m_sqnorm), m * np.float32(-2.0 * lam / m_sqnorm)
     if kind == "mean_log":
         n = float(np.prod(B.dims(m)))
         absm = B.abs(m)
         if not B.scalar(B.min(B.min(absm, 0), 1)) > 0:
-            raise ValueError("the mean-log regulariser needs m != 0 everywhere; use a positive parametrisation")
+            raise ZeroScaleError("the mean-log regulariser needs m != 0 everywhere; use a positive parametrisation")
         value = -lam * float(B.scalar(B.mean(B.log(B.astype(absm, np.float64)), [0, 1]))) * 2.0
         return value, np.float32(-2.0 * lam / n) / m
     raise ValueError(f"unknown regulariser {kind!r}")

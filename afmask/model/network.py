@@ -118,3 +118,27 @@ def output_frames(network: nn.Module, num_frames: int, nfeat: int | None = None)
     k = nfeat if nfeat is not None else (expected_features(network) or NFEAT)
     out = network(_as_input(network, np.zeros((num_frames, k), np.float32), False))
     return int(out.dims(1))
+
+
+def receptive_field(network: nn.Module) -> int:
+    """Input frames one output frame sees through the network's convolutions and poolings (along time, dim 0)."""
+    layers = network.modules() if isinstance(network, nn.Sequential) else [network]
+    rf, jump = 1, 1
+    for layer in layers:
+        layer = getattr(layer, "module_", layer)  # WeightNorm wraps the convolution
+        if isinstance(layer, (nn.Conv2D, nn.Pool2D)):
+            rf += (int(layer.wx) - 1) * jump
+            jump *= int(layer.sx)
+    return rf
+
+
+def min_frames(network: nn.Module, output_frames_needed: int = 1, at_least: int = 2) -> int:
+    """The fewest input frames (>= ``at_least``) for which the network gives ``output_frames_needed`` output frames."""
+    limit = at_least + 2 * receptive_field(network) + 2 * output_frames_needed
+    for t in range(at_least, limit + 1):
+        try:
+            if output_frames(network, t) >= output_frames_needed:
+                return t
+        except ValueError:  # too short for an unpadded convolution
+            continue
+    return limit

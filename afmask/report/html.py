@@ -223,6 +223,7 @@ def settings_html(config, summary: dict, evaluation: Optional[dict]) -> str:
         ev["forward passes"] = evaluation["forwards"]
         ev["seconds"] = evaluation["seconds"]
         ev["transcript file"] = evaluation.get("transcript_file")
+        ev["made from (sha256 of m, features, settings)"] = evaluation.get("inputs")
         parts += ["<h3>evaluation settings</h3>", table(ev)]
     return "\n".join(parts)
 
@@ -256,7 +257,8 @@ def render_report(
                 f"run folder: <code>{esc(out.resolve())}</code></p>")
     if evaluation:
         body.append("<h2>Verdict</h2>")
-        body.append(_box(evaluation["verdict"], None if evaluation["reversed"] is None else not evaluation["reversed"]))
+        deaf = evaluation.get("hears_nothing")  # a red box: the numbers below are of noise
+        body.append(_box(evaluation["verdict"], False if deaf else None if evaluation["reversed"] is None else not evaluation["reversed"]))
         body.append(_box(evaluation["energy_note"], evaluation["beats_energy"]))
         if evaluation.get("sanity"):
             body.append(_box(evaluation["sanity"]["note"], evaluation["sanity"]["decorrelates"]))

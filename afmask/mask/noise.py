@@ -1,0 +1,45 @@
+"""Where the noise comes from: one host generator for every backend (default), or the backend's own.
+
+The same seed must give the same explanation on NumPy, ArrayFire and CuPy, so that
+a user moving from the CPU to a GPU can check that nothing changed. Each backend's
+own generator (``af::randn``, ``cupy.random``) draws different numbers for the same
+seed, so by default the noise is drawn on the host by ``numpy.random.Generator``
+(PCG64) and copied to the device once per iteration (``afmask bench backends``
+measures that copy). ``generator="device"`` keeps the backend's generator: no copy,
+but the numbers depend on the backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from afmask.backend import Backend
+
+#: "host": numpy.random.Generator(seed), the same draws on every backend; "device": the backend's generator.
+GENERATORS = ("host", "device")
+
+
+def host_standard_normal(rows: int, T: int, samples: int, seed: int, dtype: Any = np.float32) -> np.ndarray:
+    """N(0, 1) draws (rows, T[, S]) on the host, column-major: the numbers every backend gets for ``seed``."""
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype).type
+    # drawn in reversed dims and transposed: column-major memory without a copy
+    if samples == 1:
+        return rng.standard_normal((T, rows), dtype=dt).T
+    return rng.standard_normal((samples, T, rows), dtype=dt).transpose(2, 1, 0)
+
+
+def standard_normal(
+    B: Backend, rows: int, T: int, samples: int, seed: int, dtype: Any = np.float32, generator: str = "host"
+) -> Any:
+    """N(0, 1) noise (rows, T[, S]) as a backend array for ``seed``; ``generator`` "host" or "device" (see GENERATORS)."""
+    if generator == "host":
+        # one host-to-device copy (none on NumPy); already column-major, so no device transpose
+        return B.asarray(host_standard_normal(rows, T, samples, seed, dtype))
+    if generator == "device":
+        if samples == 1:
+            return B.transpose(B.randn((T, rows), seed, dtype))
+        return B.reorder(B.randn((samples, T, rows), seed, dtype), (2, 1, 0))
+    raise ValueError(f"noise generator must be one of {', '.join(GENERATORS)}, got {generator!r}")
