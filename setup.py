@@ -68,6 +68,7 @@ setup(
         "scipy>=1.9",
         "matplotlib>=3.6",
         "tqdm>=4.60",
+        "threadpoolctl>=3.1",
         # TOML settings files (--config FILE.toml) on Python < 3.11, where tomllib is missing
         "tomli>=1.1; python_version<'3.11'",
         "dask[distributed]>=2024.1",

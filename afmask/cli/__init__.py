@@ -52,11 +52,23 @@ def build_parser() -> argparse.ArgumentParser:
         prog="afmask",
         description="Which time-frequency points of an utterance does a speech recogniser rely on?",
     )
+    parser.add_argument("--threads", type=_threads, metavar="N", default=None,
+                        help="BLAS/OpenMP threads (0: every core; default: AFMASK_THREADS, else what measures fastest)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
         importlib.import_module(f"afmask.cli.{name}").register(sub)
+    for p in sub.choices.values():
+        if not any("--threads" in a.option_strings for a in p._actions):
+            # `afmask explain ... --threads N` as well as `afmask --threads N explain ...`
+            p.add_argument("--threads", type=_threads, metavar="N", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+def _threads(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"--threads takes a number of threads (0: every core), got {text!r}")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
+        from afmask.backend import threads
+
+        threads.configure(getattr(args, "threads", None))  # before any work: afmask owns its threads
         with _sigterm_unwinds(), one_line_warnings(args.command):
             return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: one line, the mask loop's says how to resume

@@ -1,4 +1,4 @@
-"""``afmask bench kernel|mask|backends|gpu``: benchmarks that print figures (ratios against a baseline in the same run)."""
+"""``afmask bench kernel|mask|backends|gpu|torch``: benchmarks that print figures (ratios against a baseline in the same run)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = which.add_parser("corpus", help="utterances per minute of explain-corpus on 1 and 2 Dask workers")
     corpus_bench.add_arguments(c)
     c.set_defaults(func=corpus_bench.run_from_args)
+    from afmask.bench import torch as torch_bench  # imports torch only when run
+
+    t = which.add_parser("torch", help="afmask against PyTorch on the same network and iteration (needs torch)")
+    torch_bench.add_arguments(t)
+    t.set_defaults(func=torch_bench.run_from_args)

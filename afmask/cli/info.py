@@ -33,12 +33,18 @@ def run(args: argparse.Namespace) -> int:
         if backends.probe(name).available:
             info = backends.get_backend(name).device_info()
             print(f"  {name:<10} {info.device}" + (f" [{info.detail}]" if info.detail else ""))
+    from afmask.backend import threads
+
+    tc = threads.current()
+    measured = "" if not tc.measured_ms else " (" + ", ".join(f"{n} thread(s) {ms:.2f} ms" for n, ms in tc.measured_ms.items()) + ")"
+    print(f"threads: {tc.threads} for BLAS and OpenMP, {threads.usable_cores()} usable core(s); {tc.reason}{measured}; "
+          f"--threads N or {threads.THREADS_ENV} sets them")
     print("fused mask-step paths:")
     ext = mask_step.extension_info()
     for path, state in mask_step.path_status().items():
         detail = ""
         if path == "ext" and ext is not None:
-            detail = f" (SIMD {ext['simd']}, OpenMP {'on' if ext['openmp'] else 'off'}, {ext['threads']} thread(s); {mask_step.THREADS_ENV} sets them)"
+            detail = f" (SIMD {ext['simd']}, OpenMP {'on' if ext['openmp'] else 'off'}, {ext['threads']} thread(s); the same choice)"
         if path == "opencl" and state == "available":
             cl = mask_step.opencl_info()
             detail = f" (OpenCL platform {cl['platform']}, device {cl['device']}, {cl['version']}; PYOPENCL_CTX picks another)"

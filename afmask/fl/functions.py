@@ -14,6 +14,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from afmask.backend import dims4, get_backend, unwrap_counts
+from afmask.fl import conv as _conv
 from afmask.fl.variable import Variable
 
 Number = Union[int, float]
@@ -496,10 +497,46 @@ def matmulNT(lhs: Variable, rhs: Variable) -> Variable:  # noqa: N802
 
 def linear(input: Variable, weight: Variable, bias: Variable | None = None) -> Variable:
     """``weight x input (+ bias)``: weight [out, in], input [in, T, N], bias [out]."""
+    b = input.backend
+    wd = weight.dims()
+    if getattr(b, "xp", None) is not None and wd[2:] == (1, 1) and input.dims(0) == wd[1] and input.dims(3) == 1 and (
+            bias is None or bias.elements() == wd[0]):
+        return _linear_frames(input, weight, bias)
     out = matmul(weight, input)
     if bias is not None:
         out = out + tileAs(bias, out)
     return out
+
+
+def _linear_frames(input: Variable, weight: Variable, bias: Variable | None) -> Variable:
+    """``linear`` as one GEMM over every frame of every sample, in the input's memory order, bias added in place.
+
+    [in, T, N] is viewed as (T, N, in) rows (the layout the time convolution leaves), so
+    no batch loop, no copy and no full-size tile of the bias."""
+    b = input.backend
+    xp = b.xp
+    nin, T, N, _ = input.dims()
+    nout = weight.dims(0)
+    w = b._4d(weight.array())[:, :, 0, 0]  # (out, in)
+    x = b._4d(input.array())[:, :, :, 0].transpose(1, 2, 0)  # (T, N, in) view
+    xr = x.reshape(T * N, nin) if x.flags.c_contiguous else xp.ascontiguousarray(x).reshape(T * N, nin)
+    out = xr @ w.T  # (T*N, out)
+    if bias is not None:
+        out += b._4d(bias.array()).reshape(-1)
+    view = lambda a, n: b._canon(a.reshape(T, N, n).transpose(2, 0, 1))  # noqa: E731 - (T*N, n) rows -> [n, T, N]
+
+    def grad(inputs, g):
+        gt = b._4d(g.array())[:, :, :, 0].transpose(1, 2, 0)
+        g2 = gt.reshape(T * N, nout) if gt.flags.c_contiguous else xp.ascontiguousarray(gt).reshape(T * N, nout)
+        if inputs[0].isCalcGrad():
+            _add_grad(inputs[0], view(g2 @ w, nin))
+        if inputs[1].isCalcGrad():
+            _add_grad(inputs[1], b._canon(g2.T @ xr))
+        if len(inputs) > 2 and inputs[2].isCalcGrad():
+            _add_grad(inputs[2], b._canon(g2.sum(axis=0).reshape(b.dims(inputs[2].array()))))
+
+    inputs = (input, weight) if bias is None else (input, weight, bias)
+    return _out(view(out, nout), input, inputs, grad)
 
 
 def conv2d(
@@ -525,6 +562,8 @@ def conv2d(
     kw, kh, cin, cout = weights.dims()
     if cin != C:
         raise ValueError(f"conv2d: input has {C} channels (dims {input.dims()}), weights expect {cin} (dims {weights.dims()})")
+    if _conv.supported(b, (kw, kh, cin, cout), (W, H, C, N), sy, py):
+        return _conv_time(input, weights, bias, sx, px)
     cols = b.unwrap(input.array(), kw, kh, sx, sy, px, py)  # [kw*kh, L, C, N]
     L = b.dims(cols)[1]
     nx, ny = (W + 2 * px - kw) // sx + 1, (H + 2 * py - kh) // sy + 1
@@ -548,6 +587,44 @@ def conv2d(
 
     inputs = (input, weights) if bias is None else (input, weights, bias)
     return _out(out, input, inputs, grad)
+
+
+def conv2d_relu(input: Variable, weights: Variable, bias: Variable | None = None, sx: int = 1, sy: int = 1,
+                px: int = 0, py: int = 0) -> Variable:
+    """``relu(conv2d(...))`` (same shapes and values), fused where the time convolution applies: the ReLU runs on
+    each output block in the cache and the graph keeps one array instead of two."""
+    b = input.backend
+    W, H, C, N = input.dims()
+    kw, kh, cin, cout = weights.dims()
+    if cin == C and _conv.supported(b, (kw, kh, cin, cout), (W, H, C, N), sy, py):
+        return _conv_time(input, weights, bias, sx, px, relu=True)
+    return relu(conv2d(input, weights, bias, sx, sy, px, py))
+
+
+def _conv_time(input: Variable, weights: Variable, bias: Variable | None, sx: int, px: int, relu: bool = False) -> Variable:
+    """conv2d of [W, 1, C, N] by [kw, 1, C, cout] without an im2col buffer (afmask.fl.conv), optionally with a ReLU."""
+    b = input.backend
+    xp = b.xp
+    W, _, C, N = input.dims()
+    kw, _, _, cout = weights.dims()
+    w_grad = weights.isCalcGrad()
+    wk = _conv.taps(xp, weights.array(), b._4d(weights.array()), cache=not w_grad)
+    bias_row = None if bias is None else b._4d(bias.array()).reshape(-1)
+    out4, phases = _conv.forward(xp, b._4d(input.array()), wk, bias_row, sx, px, keep_input=w_grad, relu=relu)
+
+    def grad(inputs, g):
+        g4 = b._4d(g.array())
+        masked_by = out4 if relu else None
+        if inputs[0].isCalcGrad():
+            _add_grad(inputs[0], b._canon(_conv.backward_input(xp, g4, wk, W, sx, px, masked_by)))
+        if inputs[1].isCalcGrad():
+            _add_grad(inputs[1], b._canon(_conv.backward_weights(xp, g4, phases, kw, sx, masked_by)))
+        if len(inputs) > 2 and inputs[2].isCalcGrad():
+            gb = g.array() if not relu else b.where(out4 > 0, g.array(), 0.0)
+            _add_grad(inputs[2], b.sum(gb, [0, 1, 3]))
+
+    inputs = (input, weights) if bias is None else (input, weights, bias)
+    return _out(b._canon(out4), input, inputs, grad)
 
 
 # -- more layers' functions ------------------------------------------------------------------

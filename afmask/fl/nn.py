@@ -122,8 +122,16 @@ class Sequential(Module):
             m.eval()
 
     def forward(self, input: Variable) -> Variable:
-        for m in self._modules:
-            input = m(input)
+        mods = self._modules
+        i = 0
+        while i < len(mods):
+            m = mods[i]
+            if type(m) is Conv2D and i + 1 < len(mods) and type(mods[i + 1]) is ReLU:
+                input = m.forward_relu(input)  # the same values, one fused step (functions.conv2d_relu)
+                i += 2
+            else:
+                input = m(input)
+                i += 1
         return input
 
     def prettyString(self) -> str:  # noqa: N802
@@ -190,6 +198,13 @@ class Conv2D(Module):
         py = derive_padding(input.dims(1), self.wy, self.sy, self.py)
         b = self._params[1] if self.bias else None
         return F.conv2d(input, self._params[0], b, self.sx, self.sy, px, py)
+
+    def forward_relu(self, input: Variable) -> Variable:
+        """``relu(forward(input))``, fused where it can be."""
+        px = derive_padding(input.dims(0), self.wx, self.sx, self.px)
+        py = derive_padding(input.dims(1), self.wy, self.sy, self.py)
+        b = self._params[1] if self.bias else None
+        return F.conv2d_relu(input, self._params[0], b, self.sx, self.sy, px, py)
 
     def prettyString(self) -> str:  # noqa: N802
         pad = lambda p: "SAME" if p == SAME else str(p)  # noqa: E731

@@ -61,6 +61,8 @@ from typing import Any
 
 import numpy as np
 
+from afmask.backend import threads
+
 #: Every implementation, slowest first.
 PATHS = ("loop", "expr", "ext", "opencl", "cuda", "arrayfire")
 
@@ -126,10 +128,10 @@ def _name_of(array_module: Any) -> str:
     return name
 
 
-#: Threads for the extension unless set_num_threads says otherwise. One by default: the step is memory-bound
-#: and small next to the network, and OpenMP threads that wait for a busy core slow it down several times
-#: (seen on a shared 2-core machine: 0.65 ms with one thread, 2.3 ms with two).
-THREADS_ENV = "AFMASK_THREADS"
+#: The extension runs with afmask's thread choice (afmask.backend.threads): OpenMP threads that wait for a
+#: busy core slow the step several times (seen on a shared 2-core machine: 0.65 ms with one thread, 2.3 ms
+#: with two), so more than one only when they measure faster; AFMASK_THREADS fixes the count.
+THREADS_ENV = threads.THREADS_ENV
 
 
 @functools.cache
@@ -138,10 +140,8 @@ def _ext_or_reason() -> tuple[Any, str]:
         from afmask import _ext
     except ImportError as exc:
         return None, f"afmask._ext is not built ({exc}); run `python setup.py build_ext --inplace` or `pip install .`"
-    threads = os.environ.get(THREADS_ENV, "1").strip()
-    if not threads.isdigit():
-        raise ValueError(f"{THREADS_ENV} must be a number of threads (0: the OpenMP default), got {threads!r}")
-    _ext.set_num_threads(int(threads))
+    # one thread count for BLAS, OpenMP and the extension's loops: afmask's choice (AFMASK_THREADS overrides it)
+    _ext.set_num_threads(threads.ensure())
     return _ext, ""
 
 

@@ -15,13 +15,15 @@ Several noise samples (S) are batched along dim 3 of the network input
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 
 from afmask import fl
-from afmask.backend import Backend, get_backend
+from afmask.backend import Backend, get_backend, threads
+from afmask.backend.workspace import POOL
 from afmask.features.stft import global_mean_stdev
 from afmask.fl import Variable, seq, span
 from afmask.fl.nn import Module
@@ -47,14 +49,23 @@ def _leaf(data: Any, backend: Backend, calc_grad: bool) -> Variable:
 
 
 @dataclass
+class Centred:
+    """trInput - mean without a full-size copy: the magnitudes (K, T, S), each sample's float64 mean and sum."""
+
+    mag: Any
+    mean: np.ndarray
+    sum: np.ndarray
+
+
+@dataclass
 class Forward:
     """What one forward pass keeps for the hand-written backward."""
 
     m: Any  # the noise scale used, (2K, T), column-major
     eps: Any  # noise e, (2K, T[, S]); already scaled (absolute: fftstdev, relative: |x_k|)
     mag: Any  # |x~|, (K, T[, S])
-    centred: Any  # trInput - mean, (T, K[, S])
-    stdev: Any  # population stdev per sample, (1, 1[, S])
+    centred: Any  # trInput - mean, (T, K[, S]), or a Centred record (NumPy/CuPy)
+    stdev: Any  # population stdev per sample, (1, 1[, S]), or (S,) float64 on the host (NumPy/CuPy)
     input: Variable  # normalised network input, (T, K, 1[, S]), calcGrad
     output: Variable  # network output, (31, T'[, S])
     current: Variable  # post-processed output
@@ -88,6 +99,7 @@ class MaskObjective:
         if noise not in NOISES:
             raise ValueError(f"noise must be one of {', '.join(NOISES)}, got {noise!r}")
         self.B = backend or get_backend()
+        threads.ensure()  # afmask's BLAS/OpenMP threads, chosen once per process
         self.model = model
         self.variant, self.noise, self.stats = variant, noise, stats
         self.K, self.T = fft.shape[0] // 2, fft.shape[1]
@@ -143,6 +155,11 @@ class MaskObjective:
             raw = noise.standard_normal(B, 2 * self.K, self.T, samples, seed, self.dtype, generator)
         if self.noise_scale is None:
             return fortran(B, raw * self.dtype.type(self.fftstdev))
+        if getattr(B, "xp", None) is not None and getattr(raw.flags, "writeable", True):
+            # the fresh draws scaled in place, broadcasting |x_k| over the samples: no tiled copy, no second array
+            raw4 = B._4d(raw)
+            raw4 *= B._4d(self.noise_scale)
+            return fortran(B, raw)
         if samples not in self._scale_tiled:
             tiled = self.noise_scale if samples == 1 else B.tile(self.noise_scale, (1, 1, samples))
             self._scale_tiled[samples] = fortran(B, tiled)
@@ -158,7 +175,15 @@ class MaskObjective:
         return self._pre_tiled[samples]
 
     def network_input(self, mag: Any) -> tuple[Any, Any, Any]:
-        """Normalised network input (T, K, 1[, S]) from magnitudes (K, T[, S]); also trInput - mean and stdev."""
+        """Normalised network input (T, K, 1[, S]) from magnitudes (K, T[, S]); also trInput - mean and stdev.
+
+        On NumPy/CuPy arrays (stats "float64") each sample's mean and population stdev are float64 and the
+        normalisation runs in float64, rounded once; the input is laid out time-major (T, S, K in memory),
+        the layout the network's convolution reads, and no per-sample scalar is tiled to full size. The
+        "centred" part is then a :class:`Centred` record (the magnitudes and the means), not a copy.
+        """
+        if self.stats != "arrayfire_cpu" and getattr(self.B, "xp", None) is not None:
+            return self._network_input_xp(mag)
         B = self.B
         d = B.dims(mag)
         S = d[2]
@@ -170,13 +195,40 @@ class MaskObjective:
             stdev_arr = B.asarray(np.array([stdev], np.float32))
             inp = B.asarray((host - mean) / stdev)
         else:
-            mean = B.mean(tr, [0, 1])
-            centred = tr - B.tile(mean, (self.T, self.K, 1))
-            stdev_arr = B.sqrt(B.mean(centred * centred, [0, 1]))
-            inp = centred / B.tile(stdev_arr, (self.T, self.K, 1))
+            tr64 = B.astype(tr, np.float64)  # float64 statistics, as the setting says
+            mean = B.mean(tr64, [0, 1])
+            centred64 = tr64 - B.tile(mean, (self.T, self.K, 1))
+            stdev64 = B.sqrt(B.mean(centred64 * centred64, [0, 1]))
+            inp = B.astype(centred64 / B.tile(stdev64, (self.T, self.K, 1)), self.dtype)
+            centred, stdev_arr = B.astype(centred64, self.dtype), B.astype(stdev64, self.dtype)
         if S > 1:
             inp = B.moddims(inp, (self.T, self.K, 1, S))
         return inp, centred, stdev_arr
+
+    def _network_input_xp(self, mag: Any) -> tuple[Any, "Centred", np.ndarray]:
+        B = self.B
+        xp = B.xp
+        S = B.dims(mag)[2]
+        m3 = B._4d(mag)[:, :, :, 0]  # (K, T, S)
+        buf = POOL.take(xp, (self.T, S, self.K), self.dtype)  # time-major: one GEMM per tap reads all samples
+        n = float(self.T * self.K)
+        means, stdevs, sums = np.empty(S), np.empty(S), np.empty(S)
+        for s in range(S):
+            x = m3[:, :, s].T  # (T, K)
+            # float64 sums (single passes over the float32 values, no float64 copy); the magnitudes are >= 0,
+            # so E[x^2] - mean^2 loses nothing in float64
+            sx = float(x.sum(dtype=np.float64))
+            mean = sx / n
+            var = float(xp.einsum("ij,ij->", x, x, dtype=np.float64)) / n - mean * mean
+            stdev = math.sqrt(max(var, 0.0))
+            if not stdev > 0:
+                raise ValueError(f"the perturbed magnitudes of sample {s} are constant (stdev {stdev}): cannot normalise")
+            out = buf[:, s, :]
+            xp.subtract(x, mean, out=out)
+            out /= stdev
+            means[s], stdevs[s], sums[s] = mean, stdev, sx
+        inp = buf.transpose(0, 2, 1)[:, :, None, :]  # (T, K, 1, S) view
+        return B._canon(inp), Centred(mag, means, sums), stdevs
 
     def distance(self, current: Variable, samples: int, pre: Optional[Variable] = None) -> Variable:
         """Mean over samples of ``||pre - cur||_F^2``; ``pre`` defaults to the clean output.
@@ -206,14 +258,16 @@ class MaskObjective:
         """``dL/d|x~|`` (K, T[, S]) from the gradient at the network input of a forward pass that has run backward."""
         return self.normalisation_backward(fw.input.grad().array(), fw.centred, fw.stdev)
 
-    def normalisation_backward(self, dy: Any, centred: Any, stdev: Any) -> Any:
+    def normalisation_backward(self, dy: Any, centred: Any, stdev: Any, scale: float = 1.0) -> Any:
         """``dL/d|x~|`` (K, T[, S]) from ``dy`` (T, K[, 1, S]) by the note's batch-norm style backward through the
-        global normalisation.
+        global normalisation (times ``scale``).
 
         sigma2 = stdev^2; dsigma2 = sum(dy*(x-mu))*(-0.5)*sigma2^-1.5;
         dmu = sum(dy*(-1/sigma)) + sum(-2*(x-mu))*dsigma2/N; dx = dy/sigma + dsigma2*2*(x-mu)/N + dmu/N,
         sums over all T*K values of each sample (N = T*K).
         """
+        if isinstance(centred, Centred):
+            return self._normalisation_backward_xp(dy, centred, stdev, scale)
         B = self.B
         S = B.dims(centred)[2]
         if S > 1:
@@ -226,19 +280,56 @@ class MaskObjective:
         dsigma2 = B.sum(dy * c * self.dtype.type(-0.5) * tile(sigma2 ** self.dtype.type(-1.5)), [0, 1])
         dmu = B.sum(dy * tile(self.dtype.type(-1.0) / sigma), [0, 1]) + B.sum(c * self.dtype.type(-2), [0, 1]) * dsigma2 / n
         dx = dy / tile(sigma) + tile(dsigma2 * self.dtype.type(2)) * c / n + tile(dmu / n)
+        if scale != 1.0:
+            dx = dx * self.dtype.type(scale)
         return fortran(B, B.reorder(dx, (1, 0, 2, 3)))
+
+    def _normalisation_backward_xp(self, dy: Any, centred: "Centred", stdev: np.ndarray, scale: float) -> Any:
+        # the same formulas per sample with every sum in float64 (sum(dy*c) = sum(dy*x) - mean*sum(dy)), then
+        # dx = a*dy + b*(x - mean) + dmu/N element-wise, written once into the kernel's layout
+        B = self.B
+        xp = B.xp
+        S = len(centred.mean)
+        m3 = B._4d(centred.mag)[:, :, :, 0]
+        dy4 = B._4d(dy)
+        out = POOL.take(xp, (S, self.T, self.K), self.dtype)  # column-major (K, T, S): what the kernel reads
+        tmp = POOL.take(xp, (self.T, self.K), self.dtype)
+        n = float(self.T * self.K)
+        for s in range(S):
+            x = m3[:, :, s].T
+            d = dy4[:, :, 0, s] if dy4.shape[2] == 1 else dy4[:, :, s, 0]
+            mean, sigma = float(centred.mean[s]), float(stdev[s])
+            sd = float(d.sum(dtype=np.float64))
+            sdc = float(xp.einsum("ij,ij->", d, x, dtype=np.float64)) - mean * sd
+            sc = float(centred.sum[s]) - n * mean
+            dsigma2 = sdc * -0.5 * (sigma * sigma) ** -1.5
+            dmu = sd * (-1.0 / sigma) + sc * -2.0 * dsigma2 / n
+            a, b = scale / sigma, scale * dsigma2 * 2.0 / n
+            o = out[s]
+            xp.multiply(d, a, out=o)
+            xp.multiply(x, b, out=tmp)
+            o += tmp
+            o += scale * dmu / n - b * mean
+        return B._canon(out.transpose(2, 1, 0))
 
     def data_gradient(self, fw: Forward) -> tuple[Any, float]:
         """``d f / d m`` (2K, T) by the hand-written backward and the fused kernel; also its squared norm."""
         fw.f.backward()
+        S = self.B.dims(fw.eps)[2]
+        if self.kernel_path != "generic" and S > 1:
+            # the kernel's factor S (see magnitude_backward) folded into the normalisation's backward
+            xgrad = self.normalisation_backward(fw.input.grad().array(), fw.centred, fw.stdev, scale=float(S))
+            return self.magnitude_backward(xgrad, fw.eps, fw.m, fw.mag, scaled=True)
         return self.magnitude_backward(self.input_gradient(fw), fw.eps, fw.m, fw.mag)
 
-    def magnitude_backward(self, xgrad: Any, eps: Any, m: Any, mag: Any) -> tuple[Any, float]:
-        """``d f / d m`` (2K, T) from ``xgrad = dL/d|x~|`` (K, T[, S]) through ``|x + e*m|``; also its squared norm."""
+    def magnitude_backward(self, xgrad: Any, eps: Any, m: Any, mag: Any, scaled: bool = False) -> tuple[Any, float]:
+        """``d f / d m`` (2K, T) from ``xgrad = dL/d|x~|`` (K, T[, S]) through ``|x + e*m|``; also its squared norm.
+
+        ``scaled``: xgrad already carries the fused kernel's factor S."""
         S = self.B.dims(eps)[2]
         if self.kernel_path != "generic":
             # f is the mean over samples, so xgrad already carries 1/S; the kernel averages per-sample gradients
-            if S > 1:
+            if S > 1 and not scaled:
                 xgrad = fortran(self.B, xgrad * np.float32(S))
             step = mask_step.backward(xgrad, self.x, eps, m, path=self.kernel_path)
             return step.mgrad, step.mgrad_sqnorm

@@ -138,6 +138,7 @@ def estimate_memory(fft: np.ndarray, model, config) -> Optional[MemoryEstimate]:
     """The memory a run of ``config`` over ``fft`` (2K, T) with ``model`` needs, or None when it cannot be probed
     (another backend than NumPy, whose memory tracing does not see; or a model the probe cannot run)."""
     from afmask.backend import get_backend
+    from afmask.backend.workspace import POOL
     from afmask.mask.objective import MaskObjective
     from afmask.mask.run import MaskRun, iteration_seed
 
@@ -153,6 +154,7 @@ def estimate_memory(fft: np.ndarray, model, config) -> Optional[MemoryEstimate]:
                             kernel_path=config.kernel_path)
         run = MaskRun(obj, probe_cfg.replace(samples=samples))
         m = run.scale()
+        POOL.clear()  # reused buffers from an earlier probe would hide what a run allocates
         return _traced_peak(lambda: run.data_gradient(m, iteration_seed(config.seed, 0)))
 
     try:

@@ -1,0 +1,147 @@
+"""afmask owns its threads: BLAS (numpy's and scipy's OpenBLAS, each loaded apart) and OpenMP, through threadpoolctl.
+
+Left alone, OpenBLAS starts one thread per core. On a small machine where another
+process keeps a core busy, every multi-threaded GEMM then waits for the slowest
+thread: measured 3.8x slower per iteration on a 2-core machine than one thread.
+So afmask chooses: ``AFMASK_THREADS`` (or ``--threads N``) when given, else a short
+measurement of a network-sized GEMM with one thread and with all usable cores,
+taking more threads only when they are clearly faster now.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+#: The environment variable that fixes the thread count (0: every usable core).
+THREADS_ENV = "AFMASK_THREADS"
+#: More threads must beat one thread by this factor to be chosen (a busy core makes them lose).
+GAIN_NEEDED = 1.25
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """How many threads BLAS and OpenMP run with, and why."""
+
+    threads: int
+    reason: str
+    measured_ms: Optional[dict] = None  # threads -> median ms of the calibration GEMM
+
+
+_choice: Optional[ThreadChoice] = None
+_limiter = None
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return max(os.cpu_count() or 1, 1)
+
+
+def parse_threads(text: str, source: str) -> int:
+    """A thread count from ``text`` (0 means every usable core); ValueError naming ``source`` otherwise."""
+    t = str(text).strip()
+    if not t.isdigit():
+        raise ValueError(f"{source} must be a number of threads (0: every usable core), got {text!r}")
+    n = int(t)
+    return usable_cores() if n == 0 else n
+
+
+def _apply(n: int) -> None:
+    global _limiter
+    from threadpoolctl import threadpool_limits
+
+    if _limiter is not None:
+        _limiter.restore_original_limits()
+    # BLAS and OpenMP libraries loaded so far (numpy's and scipy's OpenBLAS, the extension's libgomp)
+    import scipy.linalg  # noqa: F401 - loads scipy's own OpenBLAS so that the limit reaches it too
+
+    _limiter = threadpool_limits(limits=n)
+    os.environ.setdefault("OMP_NUM_THREADS", str(n))  # OpenMP runtimes loaded later (the extension's) start with it
+
+
+def _gemm_ms(n: int, a: np.ndarray, b: np.ndarray, out: np.ndarray, repeats: int) -> list[float]:
+    from threadpoolctl import threadpool_limits
+
+    times = []
+    with threadpool_limits(limits=n, user_api="blas"):
+        np.matmul(a, b, out=out)  # wake the pool
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            np.matmul(a, b, out=out)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def measure(cores: int, rounds: int = 3) -> dict:
+    """Median ms of a network-sized float32 GEMM (2112 x 128 by 128 x 128, 4 times) with 1 and ``cores`` threads, interleaved."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((2112, 128), dtype=np.float32)
+    b = rng.standard_normal((128, 128), dtype=np.float32)
+    out = np.empty((2112, 128), np.float32)
+    times: dict = {1: [], cores: []}
+    for _ in range(rounds):
+        for n in (1, cores):
+            times[n].extend(_gemm_ms(n, a, b, out, 4))
+    return {n: statistics.median(t) for n, t in times.items()}
+
+
+def configure(threads: Optional[int] = None) -> ThreadChoice:
+    """Set BLAS/OpenMP threads: ``threads`` if given, else AFMASK_THREADS, else what measures fastest now."""
+    global _choice
+    cores = usable_cores()
+    env = os.environ.get(THREADS_ENV)
+    if threads is not None:
+        n = usable_cores() if int(threads) == 0 else int(threads)
+        if n < 1:
+            raise ValueError(f"--threads must be >= 0 (0: every usable core), got {threads}")
+        choice = ThreadChoice(n, "set by --threads")
+    elif env is not None and env.strip():
+        choice = ThreadChoice(parse_threads(env, THREADS_ENV), f"set by {THREADS_ENV}={env.strip()}")
+    elif cores == 1:
+        choice = ThreadChoice(1, "one usable core")
+    else:
+        ms = measure(cores)
+        faster = ms[1] / ms[cores]
+        if faster >= GAIN_NEEDED:
+            choice = ThreadChoice(cores, f"measured: {cores} threads {faster:.2f}x as fast as 1 on a network-sized GEMM", ms)
+        else:
+            choice = ThreadChoice(1, f"measured: {cores} threads {faster:.2f}x as fast as 1 on a network-sized GEMM "
+                                     f"(needs {GAIN_NEEDED}x; a busy core makes them wait)", ms)
+    _apply(choice.threads)
+    _choice = choice
+    global _measured_at
+    _measured_at = time.monotonic()
+    return choice
+
+
+#: A measured choice of more than one thread is measured again after this many seconds (load changes).
+RECHECK_SECONDS = 30.0
+_measured_at = 0.0
+
+
+def recheck() -> ThreadChoice:
+    """Measure again if more than one thread was chosen by measurement a while ago: when a core turns busy,
+    fall back to one thread (one thread never waits for another core, so it is never re-measured)."""
+    global _measured_at
+    c = current()
+    if c.threads > 1 and c.measured_ms is not None and time.monotonic() - _measured_at > RECHECK_SECONDS:
+        c = configure()
+    return c
+
+
+def current() -> ThreadChoice:
+    """The choice in force; configures (measuring if need be) on first use."""
+    return _choice if _choice is not None else configure()
+
+
+def ensure() -> int:
+    """Make sure afmask has chosen its threads; the number chosen."""
+    return current().threads

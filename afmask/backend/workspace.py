@@ -1,0 +1,60 @@
+"""Buffers reused across iterations: no fresh pages for every large temporary of every step.
+
+An iteration at T = 6372 frames allocated and freed hundreds of MB of
+temporaries; large ones are mapped and unmapped anew each time, and the kernel
+zero-fills every fresh page (a third of the CPU time at that length). A pool
+hands out an array of a given shape and dtype that nobody else holds any more
+(its reference count says so: a view keeps its base alive), or a new one that
+it then keeps for the next call.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+#: The most bytes a pool keeps; past it the pool is emptied (a new length or batch size).
+MAX_BYTES = 1 << 30
+#: Buffers of one shape a pool keeps (several may be in use at once, e.g. two layers of one size).
+PER_KEY = 6
+
+
+class Pool:
+    """Arrays by (module, shape, dtype); ``take`` gives one that is free, else a new one."""
+
+    def __init__(self, max_bytes: int = MAX_BYTES):
+        self.max_bytes = max_bytes
+        self._bufs: dict = {}
+        self._bytes = 0
+
+    def take(self, xp: Any, shape: tuple, dtype: Any, zero: bool = False) -> Any:
+        """An array of ``shape`` and ``dtype`` (zero-filled if asked) that no one else references."""
+        key = (xp.__name__, shape, dtype)
+        bufs = self._bufs.setdefault(key, [])
+        for a in bufs:
+            # references: the list, the loop variable and getrefcount's argument
+            if sys.getrefcount(a) <= 3:
+                if zero:
+                    a.fill(0)
+                return a
+        a = xp.zeros(shape, dtype) if zero else xp.empty(shape, dtype)
+        if len(bufs) < PER_KEY:
+            if self._bytes + a.nbytes > self.max_bytes:
+                self.clear()
+                bufs = self._bufs.setdefault(key, [])
+            bufs.append(a)
+            self._bytes += a.nbytes
+        return a
+
+    def clear(self) -> None:
+        """Forget every buffer (those still in use live on with their users)."""
+        self._bufs.clear()
+        self._bytes = 0
+
+    def nbytes(self) -> int:
+        """Bytes the pool holds."""
+        return self._bytes
+
+
+#: The pool of afmask.fl's convolution and of the mask objective.
+POOL = Pool()

@@ -1,0 +1,265 @@
+"""A convolution over time that never builds the im2col buffer (NumPy and CuPy arrays).
+
+wav2letter's convolutions are 1-D: input [T, 1, C, N], weights [kw, 1, C, cout].
+Instead of copying every window into a [T' * N, kw * C] matrix (8x the input,
+which was a third of an iteration's time), the output is accumulated from kw
+GEMMs, one per tap, each reading a shifted view of the padded input. The batch
+is laid out time-major, [T, N, C] in memory, so a shifted view of all N
+samples is one contiguous matrix and one GEMM serves the whole batch. A stride
+s > 1 splits the padded input into s phases (rows ph, ph + s, ...), so each tap
+is again a contiguous slice. Rows are processed in blocks that stay in the
+cache, as a direct convolution does, and every buffer comes from a pool that
+reuses it in the next iteration (afmask.backend.workspace).
+
+The backward to the input runs the same GEMMs transposed and needs no saved
+input; the input (its padded phases, not the patches) is kept only when the
+weights need a gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from afmask.backend.workspace import POOL
+
+#: Rows (time steps x samples) of one block. OpenBLAS blocks for its caches itself: measured here, blocks of 4096
+#: rows were 2-12% faster than blocks of 256-1024 (fewer, larger GEMMs), so only very long inputs are split.
+BLOCK_ROWS = 4096
+
+
+class _Cblas:
+    """``cblas_?gemm`` of the OpenBLAS numpy itself uses, through ctypes: C += A B with beta = 1, so the taps
+    accumulate inside the GEMM instead of through a scratch matrix and a second pass over the output block."""
+
+    ROW, NOTRANS, TRANS = 101, 111, 112
+
+    def __init__(self):
+        import ctypes
+
+        self.fns = {}
+        lib, suffix = self._find(ctypes)
+        if lib is None:
+            return
+        i = ctypes.c_int64 if suffix.endswith("64_") else ctypes.c_int
+        p = ctypes.c_void_p
+        for name, dt, real in (("sgemm", np.float32, ctypes.c_float), ("dgemm", np.float64, ctypes.c_double)):
+            f = getattr(lib, name.join(suffix.split("{}")))
+            f.restype = None
+            f.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, i, i, i, real, p, i, p, i, real, p, i]
+            self.fns[np.dtype(dt)] = f
+
+    @staticmethod
+    def _find(ctypes):
+        try:
+            from threadpoolctl import threadpool_info
+        except ImportError:
+            return None, ""
+        for info in threadpool_info():
+            path = info.get("filepath", "")
+            if info.get("internal_api") != "openblas" or "numpy" not in path:
+                continue
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for pattern in ("scipy_cblas_{}64_", "cblas_{}64_", "cblas_{}"):
+                if hasattr(lib, "sgemm".join(pattern.split("{}"))):
+                    return lib, pattern
+        return None, ""
+
+    def gemm(self, dtype: Any, ta: bool, tb: bool, m: int, n: int, k: int, a: int, lda: int, b: int, ldb: int,
+             beta: float, c: int, ldc: int) -> None:
+        """C (m x n, row-major, leading dim ldc) = op(A) op(B) + beta C on raw pointers to ``dtype`` elements."""
+        self.fns[dtype](self.ROW, self.TRANS if ta else self.NOTRANS, self.TRANS if tb else self.NOTRANS, m, n, k, 1.0,
+                        a, lda, b, ldb, beta, c, ldc)
+
+
+_cblas: Optional[_Cblas] = None
+
+
+def _blas(xp: Any, dtype: Any) -> Optional[_Cblas]:
+    """The direct GEMM for NumPy arrays of ``dtype``, if numpy's OpenBLAS offers it; else None (NumPy matmul)."""
+    global _cblas
+    if xp is not np or not USE_CBLAS:
+        return None
+    if _cblas is None:
+        _cblas = _Cblas()
+    return _cblas if np.dtype(dtype) in _cblas.fns else None
+
+
+#: Whether to call numpy's OpenBLAS directly (tests compare both ways).
+USE_CBLAS = True
+
+_weights_cache: dict = {}
+
+
+def supported(backend: Any, wdims: tuple, idims: tuple, sy: int, py: int) -> bool:
+    """Whether the time convolution applies: an xp backend, H = 1, a kernel one high, no padding or stride in H."""
+    return getattr(backend, "xp", None) is not None and idims[1] == 1 and wdims[1] == 1 and sy == 1 and py == 0
+
+
+def taps(xp: Any, w: Any, w4: Any, cache: bool) -> Any:
+    """Weights ``w`` (its 4-D view ``w4``: [kw, 1, C, cout]) as kw contiguous (C, cout) matrices; cached for fixed
+    (evaluation-mode) weights, whose arrays afmask never changes in place."""
+    key = id(w)
+    hit = _weights_cache.get(key) if cache else None
+    if hit is not None and hit[0] is w:
+        return hit[1]
+    wk = xp.ascontiguousarray(w4[:, 0])
+    if cache:
+        if len(_weights_cache) > 256:
+            _weights_cache.clear()
+        _weights_cache[key] = (w, wk)  # holding w keeps its id from being reused
+    return wk
+
+
+def _time_major(x4: Any) -> Any:
+    """[W, 1, C, N] (any strides) -> a [W, N, C] view."""
+    return x4[:, 0].transpose(0, 2, 1)
+
+
+def _from_time_major(xp: Any, a: Any) -> Any:
+    """[W, N, C] -> a [W, 1, C, N] view."""
+    return a[:, None].transpose(0, 1, 3, 2)
+
+
+def pad_phases(xp: Any, xt: Any, s: int, p: int, k: int, nx: int) -> list:
+    """The zero-padded input [W + 2p, N, C] split into s phases, phase ph holding padded rows ph, ph + s, ..."""
+    W, N, C = xt.shape
+    phases = []
+    for ph in range(s):
+        rows = (k - 1 - ph) // s + nx if ph < k else 0  # rows any tap of this phase reads
+        buf = POOL.take(xp, (rows, N, C), xt.dtype)
+        # padded row ph + s*i is input row ph + s*i - p
+        i0 = min(max(-(-(p - ph) // s), 0), rows)
+        i1 = max(min(-(-(W + p - ph) // s), rows), i0)
+        buf[:i0] = 0
+        buf[i1:] = 0
+        if i1 > i0:
+            start = ph + s * i0 - p
+            buf[i0:i1] = xt[start : start + s * (i1 - i0 - 1) + 1 : s]
+        phases.append(buf)
+    return phases
+
+
+def forward(xp: Any, x4: Any, wk: Any, bias: Optional[Any], s: int, p: int, keep_input: bool, relu: bool = False):
+    """Output [nx, 1, cout, N] (time-major memory) of input [W, 1, C, N]; also the phases if ``keep_input``.
+
+    ``relu``: max(out, 0) applied to each block while it is in the cache (a fused ReLU)."""
+    W, _, C, N = x4.shape
+    k, _, O = wk.shape
+    nx = (W + 2 * p - k) // s + 1
+    phases = pad_phases(xp, _time_major(x4), s, p, k, nx)
+    dt = xp.result_type(x4.dtype, wk.dtype)
+    out = POOL.take(xp, (nx, N, O), dt)
+    out2 = out.reshape(nx * N, O)
+    tb = max(BLOCK_ROWS // N, 1)
+    scratch = POOL.take(xp, (min(tb, nx) * N, O), dt)
+    flat = [ph.reshape(-1, C) for ph in phases]
+    blas = _blas(xp, x4.dtype) if x4.dtype == wk.dtype else None  # mixed types: NumPy's promotion rules
+    if blas is not None:
+        isz = out.itemsize
+        ptrs = [f.ctypes.data for f in flat]
+        wptr = [wk[j].ctypes.data for j in range(k)]
+        optr = out2.ctypes.data
+    for t0 in range(0, nx, tb):
+        t1 = min(t0 + tb, nx)
+        rows = slice(t0 * N, t1 * N)
+        oc = out2[rows]
+        if blas is not None:
+            for j in range(k):
+                src = ptrs[j % s] + (j // s + t0) * N * C * isz
+                blas.gemm(out.dtype, False, False, (t1 - t0) * N, O, C, src, C, wptr[j], O, 0.0 if j == 0 else 1.0,
+                          optr + t0 * N * O * isz, O)
+        else:
+            tmp = scratch[: (t1 - t0) * N]
+            for j in range(k):
+                src = flat[j % s][(j // s + t0) * N : (j // s + t1) * N]
+                if j == 0:
+                    xp.matmul(src, wk[j], out=oc)
+                else:
+                    xp.matmul(src, wk[j], out=tmp)
+                    oc += tmp
+        if bias is not None:
+            oc += bias
+        if relu:
+            xp.maximum(oc, 0, out=oc)
+    return _from_time_major(xp, out), (phases if keep_input else None)
+
+
+def _gt(xp: Any, g4: Any) -> Any:
+    g = _time_major(g4)
+    return g if g.flags.c_contiguous else xp.ascontiguousarray(g)
+
+
+def _masked(xp: Any, gc: Any, out_rows: Optional[Any], buf: Any) -> Any:
+    """A block of the output gradient, zeroed where the fused ReLU's output is not positive."""
+    if out_rows is None:
+        return gc
+    xp.multiply(gc, out_rows > 0, out=buf)
+    return buf
+
+
+def backward_input(xp: Any, g4: Any, wk: Any, W: int, s: int, p: int, relu_out: Optional[Any] = None) -> Any:
+    """Gradient [W, 1, C, N] of the input from the output gradient [nx, 1, cout, N] (through the fused ReLU whose
+    output is ``relu_out``, if given)."""
+    nx, _, O, N = g4.shape
+    k, C, _ = wk.shape
+    g2 = _gt(xp, g4).reshape(nx * N, O)
+    o2 = None if relu_out is None else _time_major(relu_out).reshape(nx * N, O)
+    Wp = W + 2 * p
+    rows_of = [((k - 1 - ph) // s + nx if ph < k else 0) for ph in range(s)]
+    dt = xp.result_type(g4.dtype, wk.dtype)
+    dph = [POOL.take(xp, (r, N, C), dt, zero=True) for r in rows_of]
+    flat = [d.reshape(-1, C) for d in dph]
+    tb = max(BLOCK_ROWS // N, 1)
+    blas = _blas(xp, g4.dtype) if g4.dtype == wk.dtype else None  # mixed types: NumPy's promotion rules
+    scratch = POOL.take(xp, (min(tb, nx) * N, C), dt) if blas is None else None
+    gbuf = POOL.take(xp, (min(tb, nx) * N, O), g4.dtype) if o2 is not None else None
+    for t0 in range(0, nx, tb):
+        t1 = min(t0 + tb, nx)
+        rows = slice(t0 * N, t1 * N)
+        gc = _masked(xp, g2[rows], None if o2 is None else o2[rows], None if gbuf is None else gbuf[: (t1 - t0) * N])
+        if blas is not None:
+            gc = gc if gc.flags.c_contiguous else xp.ascontiguousarray(gc)
+            gptr, isz = gc.ctypes.data, gc.itemsize
+            for j in range(k):
+                dst = flat[j % s].ctypes.data + (j // s + t0) * N * C * isz
+                blas.gemm(gc.dtype, False, True, (t1 - t0) * N, C, O, gptr, O, wk[j].ctypes.data, O, 1.0, dst, C)
+            continue
+        tmp = scratch[: (t1 - t0) * N]
+        for j in range(k):
+            dst = flat[j % s][(j // s + t0) * N : (j // s + t1) * N]
+            xp.matmul(gc, wk[j].T, out=tmp)
+            dst += tmp
+    if s == 1:
+        dxp = dph[0]
+    else:
+        dxp = POOL.take(xp, (Wp, N, C), dt, zero=True)
+        for ph in range(s):
+            n = min(rows_of[ph], len(range(ph, Wp, s)))
+            dxp[ph : ph + s * (n - 1) + 1 : s] = dph[ph][:n]
+    lo, hi = p, min(p + W, dxp.shape[0])
+    if hi - lo < W:  # rows past the last window get no gradient
+        full = xp.zeros((W, N, C), dtype=dt)
+        full[: hi - lo] = dxp[lo:hi]
+        return _from_time_major(xp, full)
+    return _from_time_major(xp, dxp[lo:hi])
+
+
+def backward_weights(xp: Any, g4: Any, phases: list, k: int, s: int, relu_out: Optional[Any] = None) -> Any:
+    """Gradient [kw, 1, C, cout] of the weights from the output gradient and the kept input phases."""
+    nx, _, O, N = g4.shape
+    C = phases[0].shape[2]
+    g2 = _gt(xp, g4).reshape(nx * N, O)
+    if relu_out is not None:
+        g2 = _masked(xp, g2, _time_major(relu_out).reshape(nx * N, O), xp.empty_like(g2))
+    flat = [ph.reshape(-1, C) for ph in phases]
+    dw = xp.empty((k, C, O), dtype=g4.dtype)
+    for j in range(k):
+        src = flat[j % s][(j // s) * N : (j // s + nx) * N]
+        xp.matmul(src.T, g2, out=dw[j])
+    return dw.reshape(k, 1, C, O)
+

@@ -1,0 +1,33 @@
+"""``afmask bench torch`` runs end to end (tiny sizes) and its PyTorch iteration computes the same f as afmask."""
+
+import pytest
+
+
+def test_bench_torch_smoke(capsys):
+    pytest.importorskip("torch", reason="PyTorch is not installed: afmask bench torch compares with it")
+    from afmask.bench.torch import Settings, run
+
+    st = Settings(lengths=(40, 56, 72), rounds=1, long_rounds=1, compile=False, busy_seconds=5.0, memory=True,
+                  original_width=8)
+    lines = []
+    out = run(st, lines.append)
+    text = "\n".join(lines)
+    for what in ("threads:", "demo model fwd+bwd, T = 40", "original architecture (width 8)", "default iteration",
+                 "iteration / (S x fwd+bwd)", "per-frame cost", "peak RSS", "busy core"):
+        assert what in text, f"{what!r} missing from:\n{text}"
+    for T, diff in out["extra"]["agreement"].items():
+        assert diff < 1e-4, f"f of afmask and the PyTorch iteration differ by {diff:.2e} at T = {T}"
+    assert 0 < out["peak_rss_mb"] < 4096
+
+
+def test_bench_torch_without_torch_says_so(monkeypatch, capsys):
+    import argparse
+
+    from afmask.bench import torch as bench
+
+    def missing():
+        raise bench.TorchMissing("PyTorch is not installed (test)")
+
+    monkeypatch.setattr(bench, "_torch", missing)
+    assert bench.run_from_args(argparse.Namespace(quick=True, rounds=None, compile=False)) == 0
+    assert "skipped: PyTorch is not installed" in capsys.readouterr().out
