@@ -59,7 +59,7 @@ SHARED = ROOT.parent / "shared" / "data" / "librivox"
 DEFAULT_CLIPS = [ROOT / "afmask" / "data" / "audio" / "demo.wav",
                  SHARED / "sense_and_sensibility_01_austen_64kb-0870.wav",
                  SHARED / "sense_and_sensibility_01_austen_64kb-0920.wav"]
-METHOD_ORDER = ["saliency", "ixg", "smoothgrad", "ig", "rise", "mask"]
+METHOD_ORDER = ["saliency", "ixg", "smoothgrad", "ig", "rise", "mask", "faithful"]
 BANDS = [(0, 21), (60, 121)]  # bins 0..20 and 60..120
 COLUMNS = ["clip", "method", "seconds", "forwards", "most_random", "least_random", "most_shifted", "most_shifted_worst",
            "random_sd", "stratified_passes", "most_random_noise", "least_random_noise", "most_shifted_noise",
@@ -76,6 +76,8 @@ def options(args) -> dict:
         "ig": {"n_steps": args.ig_steps},
         "rise": {"n_masks": args.rise_masks, "cell": (16, 8), "p_keep": 0.5},
         "mask": {"config": MaskConfig.preset("default", iterations=args.mask_iterations)},
+        # the original C++ loop, as `--mode faithful` runs it (5000 SGD iterations)
+        "faithful": {"config": MaskConfig.preset("faithful")},
     }
 
 
@@ -114,11 +116,11 @@ def run_clip(clip: Path, out: Path, args, model, blind: bool) -> list[dict]:
         if reference is None:
             reference = global_gaps(scorer, {"energy": tie_broken_order(mag, 0),
                                              "random": np.random.default_rng([0, 7, 0]).permutation(mag.size)}, args.step)
-        method = make_method(name, model, **opts[name])
+        method = make_method("mask" if name == "faithful" else name, model, **opts[name])
         t0 = time.perf_counter()
         a = method.attribute(feats, progress=args.progress)
         a.save(out / name)
-        bound = -math.log(method.config.m_max) if name == "mask" and method.config.m_max else None
+        bound = -math.log(method.config.m_max) if name in ("mask", "faithful") and method.config.m_max else None
         ctl = evaluate_map(fft, model, a.importance, magnitude=mag, words=words, bound=bound, transcript=transcript,
                            scorer=scorer, modes=args.modes, kinds=("deletion",))
         zero = ctl["stratified"]["modes"]["zero"]["deletion"]
