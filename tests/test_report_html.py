@@ -211,7 +211,7 @@ def test_report_in_headless_chromium(run_dir, tmp_path):
             for a in audio:
                 assert a["error"] is None and a["ready"] >= 1 and a["duration"] == pytest.approx(1.0, abs=0.02)
             images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.alt])")
-            assert len(images) == 3 and all(c and w > 0 for c, w, _ in images), images
+            assert len(images) == 6 and all(c and w > 0 for c, w, _ in images), images  # 3 + the controls
             # the viewer: drawn, with a real picture (many colours) in the plot area
             drawn = int(page.get_attribute("canvas.afmask-plot", "data-drawn"))
             assert drawn >= 1
@@ -222,6 +222,7 @@ def test_report_in_headless_chromium(run_dir, tmp_path):
                 return seen.size; }""")
             assert colours > 50, colours
             # zoom with the wheel over the plot: the time range shrinks and the canvas is drawn again
+            page.locator("canvas.afmask-plot").scroll_into_view_if_needed()  # below the verdict lines of the controls
             box = page.locator("canvas.afmask-plot").bounding_box()
             page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
             page.mouse.wheel(0, -400)
