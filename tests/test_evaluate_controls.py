@@ -280,3 +280,17 @@ def test_validate_explains_the_blind_model_and_writes_its_verdict(tmp_path, utte
         main(["validate", str(audio), "--out", str(tmp_path / "x")])  # neither --blind-band nor --blind-frames
     with pytest.raises(ValueError, match="exactly one"):
         validate(audio, tmp_path / "run3", model=conv_model(), config=cfg, progress=False)
+
+
+def test_attenuation_deletion_noise_only_attenuates_each_bin():
+    from afmask.evaluate.controls import noisy_magnitude
+
+    rng = np.random.default_rng(5)
+    fft = rng.standard_normal((2 * 7, 9)).astype(np.float32)
+    mag = np.hypot(fft[0::2], fft[1::2])
+    got = noisy_magnitude(fft, level=1.0, seed=2, kind="attenuate")
+    ratio = got / mag
+    assert ratio.min() >= 0 and ratio.max() <= 1 and ratio.std() > 0.1  # random scaling between deleted and intact
+    assert np.array_equal(got, noisy_magnitude(fft, level=1.0, seed=2, kind="attenuate"))
+    with pytest.raises(ValueError, match="attenuate"):
+        noisy_magnitude(fft, kind="loud")

@@ -138,10 +138,17 @@ def _magnitude_of(fft: np.ndarray) -> np.ndarray:
     return np.sqrt(f[0::2] ** 2 + f[1::2] ** 2).astype(np.float32)
 
 
-def noisy_magnitude(fft: np.ndarray, level: float = NOISE_LEVEL, seed: int = 0) -> np.ndarray:
-    """Magnitudes (K, T) float32 of ``x + eps*|x_k|*level`` everywhere, eps ~ N(0, 1) per Re and Im (one draw)."""
+def noisy_magnitude(fft: np.ndarray, level: float = NOISE_LEVEL, seed: int = 0, kind: str = "relative") -> np.ndarray:
+    """Magnitudes (K, T) float32 of the whole FFT perturbed once: ``kind`` "relative", ``x + eps*|x_k|*level`` with
+    eps ~ N(0, 1) per Re and Im, or "attenuate", ``x_k * (1 - level*u_k)`` with u_k ~ U(0, 1) per bin (the mask's
+    own perturbations at noise scale ``level``)."""
     f = np.asarray(fft, dtype=np.float64)
     mag = np.sqrt(f[0::2] ** 2 + f[1::2] ** 2)
+    if kind == "attenuate":
+        u = np.random.default_rng([seed, 13]).random(mag.shape)
+        return (mag * np.abs(1.0 - float(level) * u)).astype(np.float32)
+    if kind != "relative":
+        raise ValueError(f"the deletion noise must be 'relative' or 'attenuate', got {kind!r}")
     eps = np.random.default_rng([seed, 13]).standard_normal(f.shape)
     scale = np.repeat(mag, 2, axis=0) * float(level)
     g = f + eps * scale
@@ -189,12 +196,14 @@ def stratified_deletion(
     batch: int = 16,
     seed: int = 0,
     scorer=None,
+    noise_kind: str = "relative",
 ) -> dict:
     """Energy-stratified deletion (and insertion) of a map (K, T) on the clean FFT (2K, T): curves, AUCs, paired
     differences (most - random, least - random, most - shifted) and a verdict line per mode and kind.
 
     ``fractions``: shares of every stratum (0 < x <= 1); ``seeds``: random selections; ``shifts``: fractions of
-    T the map is rolled by; ``modes``: "zero" and/or "noise" (relative noise at ``noise_level``); ``scorer``: a
+    T the map is rolled by; ``modes``: "zero" and/or "noise" (``noise_kind`` "relative" or "attenuate" at
+    ``noise_level``: the method's own perturbation); ``scorer``: a
     ready :class:`afmask.evaluate.scoring.Scorer` of the same utterance and model (else one is built).
     """
     from afmask.evaluate.scoring import Scorer
@@ -240,7 +249,7 @@ def stratified_deletion(
     clean_flat = mag.ravel(order="F")
     replaced = {"zero": np.zeros_like(clean_flat)}
     if "noise" in modes:
-        replaced["noise"] = noisy_magnitude(fft, noise_level, seed).ravel(order="F")
+        replaced["noise"] = noisy_magnitude(fft, noise_level, seed, noise_kind).ravel(order="F")
 
     xs = [0.0] + fracs  # x = 0: deletion of nothing (the clean input), insertion of nothing (all deleted)
     # build every input once (identical ones, e.g. everything deleted, are scored once)
@@ -272,7 +281,7 @@ def stratified_deletion(
                     ys = [getattr(s, mt) for s in per_x]
                     curves[name][mt] = ys
                     areas.setdefault(name, {})[mt] = _auc(xs, ys)
-            out_modes[mo][kind] = _summarise(kind, mo, curves, areas, list(orders), noise_level)
+            out_modes[mo][kind] = _summarise(kind, mo, curves, areas, list(orders), noise_level, noise_kind)
     main_mode = "zero" if "zero" in modes else modes[0]
     main_kind = "deletion" if "deletion" in kinds else kinds[0]
     metric = "cer_clean" if scorer.clean_text else "f"
@@ -285,7 +294,9 @@ def stratified_deletion(
         "seeds": [int(s) for s in seeds],
         "shift_frames": shift_frames,
         "noise_level": float(noise_level),
-        "noise": "relative: x + eps*|x_k|*level on the deleted points, eps ~ N(0, 1) per Re and Im, one draw",
+        "noise": ("relative: x + eps*|x_k|*level on the deleted points, eps ~ N(0, 1) per Re and Im, one draw"
+                  if noise_kind == "relative" else
+                  "attenuate: x_k*(1 - level*u_k) on the deleted points, u_k ~ U(0, 1) per bin, one draw"),
         "auc": "trapezoidal area over x in [0, x_max] divided by x_max (the mean score over the range)",
         "metric": metric,
         "clean_text": scorer.clean_text,
@@ -297,13 +308,15 @@ def stratified_deletion(
     })
 
 
-def _summarise(kind: str, mode: str, curves: dict, areas: dict, names: list, level: float) -> dict:
+def _summarise(kind: str, mode: str, curves: dict, areas: dict, names: list, level: float,
+               noise_kind: str = "relative") -> dict:
     """AUCs, paired differences, pass flags and verdict lines of one mode and kind."""
     randoms = [n for n in names if n.startswith("random")]
     shifted = [n for n in names if n.startswith("shift")]
     diff: dict = {"most-random": {}, "least-random": {}, "most-shifted": {}, "most-shifted_min": {}}
     random_mean, random_sd, passes, verdict = {}, {}, {}, {}
-    how = "zeroing" if mode == "zero" else f"relative noise x{level:g}"
+    how = "zeroing" if mode == "zero" else (f"relative noise x{level:g}" if noise_kind == "relative" else
+                                            f"attenuation by U(0, {level:g})")
     for mt in CONTROL_METRICS:
         rm = _mean(areas[r][mt] for r in randoms)
         random_mean[mt], random_sd[mt] = rm, _sd(areas[r][mt] for r in randoms)
@@ -466,6 +479,7 @@ def evaluate_map(
     batch: int = 16,
     seed: int = 0,
     scorer=None,
+    noise_kind: str = "relative",
 ) -> dict:
     """The controls that need only a map (K, T), the clean FFT (2K, T) and the model: ``{"stratified", "ties",
     "plausibility"}`` (plausibility only with ``words``), each with its numbers and a verdict line.
@@ -480,7 +494,8 @@ def evaluate_map(
     t["verdict"] = ties_verdict(t)
     out = {
         "stratified": stratified_deletion(fft, model, imp, fractions=fractions, seeds=seeds, modes=modes, kinds=kinds,
-                                          noise_level=noise_level, variant=variant, stats=stats, magnitude=mag,
+                                          noise_level=noise_level, noise_kind=noise_kind, variant=variant, stats=stats,
+                                          magnitude=mag,
                                           transcript=transcript, batch=batch, seed=seed, scorer=scorer),
         "ties": _json_ready(t),
     }

@@ -520,7 +520,9 @@ def _controls(config: MaskConfig, fft, mag, model: Module, imp, scorer: Scorer, 
         out = evaluate_map(fft, model, imp, magnitude=mag, words=words, bound=bound, variant=config.variant,
                            stats=config.stats, fractions=settings.control_fractions,
                            seeds=tuple(settings.seed + i for i in range(settings.control_seeds)),
-                           noise_level=level, seed=settings.seed, scorer=scorer)
+                           noise_level=level, seed=settings.seed, scorer=scorer,
+                           # deletion by the run's own perturbation: attenuation for the default mode
+                           noise_kind="attenuate" if config.noise == "attenuate" else "relative")
     if settings.randomisation:
         cfg = short_config(config, settings.randomisation_iterations, settings.randomisation_samples)
 
