@@ -29,6 +29,7 @@ map's maximum, e.g. the bound m_max, and at the most common value) is reported.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Optional, Sequence
 
@@ -93,9 +94,11 @@ def ties(importance: np.ndarray, bound: Optional[float] = None, rtol: float = 1e
 def ties_verdict(t: dict) -> str:
     """One line about the ties of a map."""
     share = t.get("at_bound_share", t["most_common_share"])
-    where = f"at the bound ({t['bound']:.3g})" if "bound" in t else f"at one value ({t['most_common_value']:.3g})"
+    # the bound is given as an importance, -log(m_max): say it as the noise scale the user set
+    where = (f"at the bound (m = {math.exp(-t['bound']):.3g})" if "bound" in t else
+             f"at one value (importance {t['most_common_value']:.3g})")
     head = "WARNING: fails" if share >= 0.10 else "passes"
-    return (f"{head}: ties: {100 * share:.1f}% of the points are {where}, {100 * t['tied_share']:.1f}% share their value "
+    return (f"{head}: {100 * share:.1f}% of the points are {where}, {100 * t['tied_share']:.1f}% share their value "
             f"with another point; their order is arbitrary and is broken at random in the rankings")
 
 
