@@ -491,6 +491,11 @@ def evaluate(
         t0 = time.perf_counter()
         controls = _controls(config, fft, mag, model, imp, scorer, settings, words, progress)
         seconds["controls"] = time.perf_counter() - t0
+        if deaf is not None:  # as for the verdict: keep the numbers, claim nothing
+            for name, control in controls.items():
+                if isinstance(control, dict) and "verdict" in control:
+                    control["verdict"] = (f"NOT MEANINGFUL: the model hears nothing (see the verdict); the {name} "
+                                          "numbers are kept in evaluation.json for the record")
 
     seconds["total"] = time.perf_counter() - t_all
     return EvaluationResult(
