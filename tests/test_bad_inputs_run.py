@@ -139,7 +139,7 @@ CLI_CASES = [
     ("opt-frames-reversed", ["--frames", "10:5"], ["frames 10:5", "frames"]),
     ("opt-frames-word", ["--frames", "abc"], ["--frames", "START:STOP"]),
     ("opt-frames-beyond", ["--frames", "0:100000"], ["frames 0:100000", "528 frames"]),
-    ("opt-samples-beyond-memory", ["--samples", "10000"], ["samples 10000", "of memory", "lower --samples", "--frames"]),
+    ("opt-samples-beyond-memory", ["--samples", "1000000"], ["samples 10000", "of memory", "lower --samples", "--frames"]),
     ("opt-arch-without-params", ["--arch", "x.arch"], ["--arch and --params go together"]),
     ("opt-config-missing", ["--config", "nope.json"], ["nope.json", "cannot read config"]),
 ]
