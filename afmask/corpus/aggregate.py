@@ -400,7 +400,6 @@ def write_corpus(out: os.PathLike) -> Path:
     runs = load_runs(out, utts)
     failures = read_failures(out)
     figures: dict = {}
-    tables: dict = {}
     urows = utterance_rows(out, utts, runs, failures)
     _write(out / "utterances.csv", _csv(list(UTTERANCE_COLUMNS), [[r[c] for c in UTTERANCE_COLUMNS] for r in urows]))
     notes: list[str] = []

@@ -122,7 +122,7 @@ def write_split(d: str, jobs, n_proc: int, rir_path: str):
         print(f"{d}: already made, skipped", flush=True)
         return
     os.makedirs(d, exist_ok=True)
-    t0, index, off, samples = time.time(), [], 0, 0
+    t0, index, off = time.time(), [], 0
     with open(os.path.join(d, "feats.f16"), "wb") as ff, Pool(n_proc, _init, (rir_path,)) as pool:
         for k, (job, f) in enumerate(pool.imap(work_item, jobs, chunksize=4)):
             if f is None:
