@@ -11,7 +11,10 @@ import sys
 import threading
 
 #: Sub-commands, each a module ``afmask.cli.<name>`` with ``register(subparsers)``.
-COMMANDS = ["info", "demo", "explain", "attribute", "report", "compare", "regress", "transcribe", "features", "bench", "validate", "explain_corpus"]
+COMMANDS = [
+    "info", "demo", "explain", "attribute", "report", "compare", "regress", "transcribe", "features", "bench", "validate",
+    "explain_corpus",
+]
 
 
 class _Parser(argparse.ArgumentParser):
