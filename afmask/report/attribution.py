@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from afmask.report.html import asset, esc, num, png_img
+from afmask.report.html import esc, num, page, png_img
 
 
 def render_attribution_report(out: Path, attribution: dict, config: dict, controls: Optional[dict]) -> str:
@@ -25,18 +25,8 @@ def render_attribution_report(out: Path, attribution: dict, config: dict, contro
     settings = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in (attribution.get("settings") or {}).items())
     extras = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in (attribution.get("extras") or {}).items())
     method = attribution.get("method", "?")
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>afmask attribution: {esc(method)} on {esc(Path(config.get('audio') or '?').name)}</title>
-<link rel="icon" href="data:,">
-<style>
-{asset("report.css")}
-</style>
-</head>
-<body>
-<h1>afmask attribution: {esc(method)}</h1>
+    title = f"afmask attribution: {esc(method)} on {esc(Path(config.get('audio') or '?').name)}"
+    return page(title, f"""<h1>afmask attribution: {esc(method)}</h1>
 <p class="sub">{esc(config.get('audio'))}, model {esc(config.get('model'))}; {num(attribution.get('seconds'), 1)} s.
 Importance per time-frequency point, larger = more important to the model.</p>
 <h2>Controls</h2>
@@ -47,6 +37,4 @@ Importance per time-frequency point, larger = more important to the model.</p>
 <table>{settings}</table>
 <h2>Findings</h2>
 <table>{extras}</table>
-</body>
-</html>
-"""
+""")

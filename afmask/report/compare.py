@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import Sequence
 
-from afmask.report.html import asset, esc, num, png_img
+from afmask.report.html import esc, num, page, png_img
 from afmask.report.plots import comparison_figure, figure_png
 
 #: Columns of the comparison CSV, one row per run.
@@ -95,18 +95,7 @@ def render_comparison(runs: Sequence[dict]) -> tuple[str, str]:
              "<th>beats random</th><th>sanity: Spearman trained short &rarr; all random</th><th>verdict</th></tr>"
              + "".join(trs) + "</table>")
     notes = "".join(f"<li><b>{esc(r['label'])}</b>: {esc(ev['energy_note'])}</li>" for r, ev in zip(rows, evals))
-    page = f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>afmask comparison of {len(rows)} runs</title>
-<link rel="icon" href="data:,">
-<style>
-{asset("report.css")}
-</style>
-</head>
-<body>
-<h1>afmask comparison of {len(rows)} runs</h1>
+    doc = page(f"afmask comparison of {len(rows)} runs", f"""<h1>afmask comparison of {len(rows)} runs</h1>
 <p class="sub">Important = small noise scale m. Gap = AUC(deletion) - AUC(insertion) of the verdict metric
 (CER against the clean decoding, or the f-term where the clean decoding is empty); larger is better.</p>
 <h2>Verdicts</h2>
@@ -116,10 +105,8 @@ def render_comparison(runs: Sequence[dict]) -> tuple[str, str]:
 {figs}
 <h2>Runs</h2>
 <ul>{''.join(f"<li>{esc(r['label'])}: <code>{esc(r['dir'])}</code> (audio {esc(r['audio'])})</li>" for r in rows)}</ul>
-</body>
-</html>
-"""
-    return page, comparison_csv(rows)
+""")
+    return doc, comparison_csv(rows)
 
 
 # -- attribution methods ranked per control ---------------------------------------------------------------
@@ -213,18 +200,7 @@ def render_method_ranking(entries: Sequence[dict]) -> tuple[str, str]:
         cells = " &gt; ".join(f"{esc(lab)} ({num(v)})" for lab, v in order) if order else "n/a"
         rank_rows.append(f"<tr><td>{esc(title)}</td><td>{cells}</td></tr>")
     ranking = "<table><tr><th>control</th><th>methods, best first</th></tr>" + "".join(rank_rows) + "</table>"
-    page = f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>afmask: {len(rows)} attributions ranked per control</title>
-<link rel="icon" href="data:,">
-<style>
-{asset("report.css")}
-</style>
-</head>
-<body>
-<h1>afmask: {len(rows)} attributions ranked per control</h1>
+    doc = page(f"afmask: {len(rows)} attributions ranked per control", f"""<h1>afmask: {len(rows)} attributions ranked per control</h1>
 <p class="sub">Importance per time-frequency point, larger = more important, from each method. AUC differences are of
 the CER against the clean decoding (or the f-term where it is empty), deletion by zeroing inside energy deciles.</p>
 <h2>Ranking per control</h2>
@@ -233,7 +209,5 @@ the CER against the clean decoding (or the f-term where it is empty), deletion b
 {table}
 <h2>Folders</h2>
 <ul>{''.join(f"<li>{esc(r['label'])}: <code>{esc(r['dir'])}</code> (audio {esc(r['audio'])})</li>" for r in rows)}</ul>
-</body>
-</html>
-"""
-    return page, buf.getvalue()
+""")
+    return doc, buf.getvalue()

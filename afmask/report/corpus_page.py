@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from afmask.report.html import asset, esc, num, png_img
+from afmask.report.html import esc, num, page, png_img
 
 #: The aggregate figures in page order, with their headings and what they show.
 FIGURES = (
@@ -71,19 +71,5 @@ def render_corpus_page(out: os.PathLike, corpus: Mapping, rows: Sequence[Mapping
         body.append("<table><tr><th>id</th><th>audio</th><th>error</th></tr>" + "".join(
             f"<tr><td>{esc(r['id'])}</td><td><code>{esc(r['path'])}</code></td><td class='text'>{esc(r.get('error'))}</td></tr>"
             for r in failed) + "</table>")
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{esc(title)}</title>
-<link rel="icon" href="data:,">
-<style>
-{asset("report.css")}
-</style>
-</head>
-<body>
-{chr(10).join(body)}
-</body>
-</html>
-"""
+    return page(f"{esc(title)}", f"""{chr(10).join(body)}
+""")

@@ -43,6 +43,26 @@ def asset(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def page(title_html: str, body_html: str, script: str = "") -> str:
+    """A whole self-contained HTML page: afmask's stylesheet inline, the (escaped) title, the body and a script."""
+    tail = f"<script>\n{script}\n</script>\n" if script else ""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title_html}</title>
+<link rel="icon" href="data:,">
+<style>
+{asset("report.css")}
+</style>
+</head>
+<body>
+{body_html}{tail}</body>
+</html>
+"""
+
+
 def esc(x) -> str:
     """HTML-escaped text of x."""
     return html.escape("" if x is None else str(x))
@@ -379,22 +399,5 @@ def render_report(
         body.append("<p>No iterations logged.</p>")
     body.append("<h2>Settings</h2>")
     body.append(settings_html(config, summary, evaluation))
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{esc(title)}</title>
-<link rel="icon" href="data:,">
-<style>
-{asset("report.css")}
-</style>
-</head>
-<body>
-{chr(10).join(body)}
-<script>
-{asset("viewer.js")}
-</script>
-</body>
-</html>
-"""
+    return page(f"{esc(title)}", f"""{chr(10).join(body)}
+""", script=asset("viewer.js"))
