@@ -19,7 +19,7 @@ import numpy as np
 
 from afmask.attribute.target import SCORES, SPACES, Target, Utterance
 from afmask.fl.nn import Module
-from afmask.io.files import atomic_write
+from afmask.io.files import atomic_write, json_safe
 
 #: Files of an attribution folder.
 IMPORTANCE_FILE = "importance.npy"
@@ -56,7 +56,7 @@ class Attribution:
         with atomic_write(out / IMPORTANCE_FILE) as f:
             np.save(f, self.importance)
         with atomic_write(out / ATTRIBUTION_FILE) as f:
-            f.write(json.dumps(_json_safe(self.to_dict()), indent=2).encode())
+            f.write(json.dumps(json_safe(self.to_dict()), indent=2).encode())
         return out
 
     @classmethod
@@ -70,20 +70,6 @@ class Attribution:
             doc = json.load(f)
         return cls(np.load(out / IMPORTANCE_FILE), doc["method"], doc.get("settings", {}), float(doc.get("seconds", 0.0)),
                    doc.get("extras", {}))
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
-    return obj
 
 
 # -- shared plumbing -----------------------------------------------------------------------------------

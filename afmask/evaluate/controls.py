@@ -36,6 +36,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from afmask.fl.nn import Module
+from afmask.io.files import json_safe
 
 #: The default deletion fractions (of every energy stratum).
 FRACTIONS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -288,7 +289,7 @@ def stratified_deletion(
     main_mode = "zero" if "zero" in modes else modes[0]
     main_kind = "deletion" if "deletion" in kinds else kinds[0]
     metric = "cer_clean" if scorer.clean_text else "f"
-    return _json_ready({
+    return json_safe({
         "control": "energy-stratified deletion",
         "energy": "|X|^2 per bin, equal-count strata of its ranks (the same strata as for the log magnitude)",
         "deciles": int(deciles),
@@ -366,18 +367,6 @@ def _verdict_line(kind, how, mt, mr, ms, lr, sd, p) -> str:
             f"least important hurts {'more' if p['least_no_worse_than_random'] else 'LESS'} than random ({f(lr)})")
 
 
-def _json_ready(obj):
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _json_ready(obj.item())
-    return obj
-
-
 # -- plausibility against word alignments --------------------------------------------------------------
 #: frame t covers samples [160 t, 160 t + 400): its centre is at 0.01 t + 0.0125 s.
 FRAME_S, FRAME_CENTRE_S = 0.01, 0.0125
@@ -452,7 +441,7 @@ def plausibility(importance: np.ndarray, words: Sequence[dict], magnitude: np.nd
                       f"rank mass is inside words (energy {100 * en['mass_in_words']:.1f}%, uniform "
                       f"{100 * in_share:.1f}%); of its top {100 * top:g}% points {100 * mp[key]:.1f}% are inside words "
                       f"(energy {100 * en[key]:.1f}%, uniform {100 * in_share:.1f}%)")
-    return _json_ready(res)
+    return json_safe(res)
 
 
 # -- the band a blind model cannot hear ------------------------------------------------------------------
@@ -500,7 +489,7 @@ def evaluate_map(
                                           noise_level=noise_level, noise_kind=noise_kind, variant=variant, stats=stats,
                                           magnitude=mag,
                                           transcript=transcript, batch=batch, seed=seed, scorer=scorer),
-        "ties": _json_ready(t),
+        "ties": json_safe(t),
     }
     if words:
         out["plausibility"] = plausibility(imp, words, mag, seed=seed)
@@ -561,7 +550,7 @@ def blind_test(
     verdict = (f"{'passes' if passes else 'WARNING: fails'}: a model blind to {what} gets {100 * share_map:.1f}% of the "
                f"map's top {pct}% points in that region, energy's ranking puts {100 * share_energy:.1f}% there, the "
                f"region holds {100 * region.mean():.1f}% of all points" + leak)
-    return _json_ready({
+    return json_safe({
         "control": "blind model", "band": list(band) if band is not None else None,
         "frames": list(frames) if frames is not None else None, "region": what, "region_share": float(region.mean()),
         "top": top, "map_top_share": share_map, "energy_top_share": share_energy,

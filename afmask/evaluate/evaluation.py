@@ -46,7 +46,7 @@ from afmask.evaluate.renditions import (
 from afmask.evaluate.sanity import decorrelates, sanity_check, spearman
 from afmask.evaluate.scoring import Scorer, normalise
 from afmask.fl.nn import Module
-from afmask.io.files import in_stage
+from afmask.io.files import in_stage, json_safe
 from afmask.mask import MaskConfig
 
 EVALUATION_FILE = "evaluation.json"
@@ -185,19 +185,7 @@ class EvaluationResult:
 
     def to_dict(self) -> dict:
         """The JSON layout of evaluation.json."""
-        return _json_safe(asdict(self))
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    return obj
+        return json_safe(asdict(self))
 
 
 # -- transcripts and word timings ---------------------------------------------------------------------
@@ -543,7 +531,7 @@ def _controls(config: MaskConfig, fft, mag, model: Module, imp, scorer: Scorer, 
                 bar.close()
         out["randomisation"]["iterations"] = settings.randomisation_iterations
         out["randomisation"]["samples"] = settings.randomisation_samples or config.samples
-    return _json_safe(out)
+    return json_safe(out)
 
 
 def _sanity_numbers(levels) -> str:

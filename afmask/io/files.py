@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import secrets
@@ -11,7 +12,9 @@ import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional, Union
+from typing import Any, BinaryIO, Iterator, Optional, Union
+
+import numpy as np
 
 PathLike = Union[str, os.PathLike]
 
@@ -216,3 +219,18 @@ def removes_new_folder_on_failure(param: str):
                 raise
         return inner
     return wrap
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NumPy scalars and arrays made plain Python and NaN/Inf made None, for strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    return obj
