@@ -156,7 +156,8 @@ class MaskObjective:
         if self.noise_scale is None:
             return fortran(B, raw * self.dtype.type(self.fftstdev))
         if getattr(B, "xp", None) is not None and getattr(raw.flags, "writeable", True):
-            # the fresh draws scaled in place, broadcasting |x_k| over the samples: no tiled copy, no second array
+            # the fresh draws scaled in place, broadcasting the scale (|x_k|, or -x to attenuate) over the samples:
+            # no tiled copy, no second array
             raw4 = B._4d(raw)
             raw4 *= B._4d(self.noise_scale)
             return fortran(B, raw)
