@@ -27,14 +27,13 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from afmask.backend import get_backend, probe, use_backend
+from afmask.bench.torch import TorchNet, original_model
 
 #: Goals of issue 14.
 GOAL_RATIO = 1.3
@@ -85,64 +84,6 @@ def load_utterance(path: str | None) -> tuple[np.ndarray, str]:
     return (0.3 * sig / np.max(np.abs(sig))).astype(np.float32), f"SYNTHETIC 15.9 s signal ({why})"
 
 
-def original_network(seed: int = 0):
-    """The original architecture (width 256) with random weights, on the current backend."""
-    from afmask.model import load_model
-    from afmask.model.arch import original_arch
-
-    with tempfile.TemporaryDirectory() as tmp:
-        arch = Path(tmp) / "network.arch"
-        arch.write_text(original_arch(256), encoding="utf-8")
-        return load_model(arch, None, seed=seed)
-
-
-def torch_twin(network, device: str):
-    """The same network in PyTorch (conv1d over time, the same weights), or ValueError for layers it lacks."""
-    import torch
-    import torch.nn.functional as F
-
-    from afmask.fl import nn
-    from afmask.fl.nn import derive_padding
-
-    layers: list[tuple[str, Any]] = []
-    for m in network.modules():
-        if isinstance(m, nn.View):
-            continue  # T x K -> (T, 1, K): the twin takes (N, K, T) directly
-        if isinstance(m, nn.Conv2D):
-            if m.wy != 1 or m.sy != 1:
-                raise ValueError(f"torch twin: only convolutions over time, got {m.prettyString()}")
-            w = m.params()[0].host().reshape(m.wx, 1, m.nin, m.nout)[:, 0]  # [kw, cin, cout]
-            b = m.params()[1].host().reshape(-1) if m.bias else None
-            tw = torch.tensor(np.ascontiguousarray(w.transpose(2, 1, 0)), device=device)
-            tb = None if b is None else torch.tensor(b, device=device)
-            layers.append(("conv", (tw, tb, m.wx, m.sx, m.px)))
-        elif isinstance(m, nn.ReLU):
-            layers.append(("relu", None))
-        elif isinstance(m, nn.Reorder):
-            layers.append(("time_major", None))
-        elif isinstance(m, nn.Linear):
-            w = torch.tensor(m.params()[0].host().reshape(m.nout, m.nin), device=device)
-            b = torch.tensor(m.params()[1].host().reshape(-1), device=device) if m.bias else None
-            layers.append(("linear", (w, b)))
-        else:
-            raise ValueError(f"torch twin: layer {m.prettyString()} is not supported")
-
-    def forward(x):  # (N, K, T) -> (N, T', 31)
-        for kind, p in layers:
-            if kind == "conv":
-                w, b, k, s, pad = p
-                x = F.conv1d(x, w, b, stride=s, padding=derive_padding(x.shape[-1], k, s, pad))
-            elif kind == "relu":
-                x = torch.relu(x)
-            elif kind == "time_major":
-                x = x.transpose(1, 2)
-            else:
-                x = F.linear(x, *p)
-        return x
-
-    return forward
-
-
 def _median_time(fn, sync, repeats: int, warmup: int = 2) -> float:
     for _ in range(warmup):
         fn()
@@ -166,7 +107,7 @@ def torch_times(network, clean_input: np.ndarray, samples: int, repeats: int) ->
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 proper, as afmask computes
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = True
-    twin = torch_twin(network, device)
+    twin = TorchNet(network, device)
     x1 = torch.tensor(np.ascontiguousarray(clean_input.T[None]), device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     out: dict = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu (no CUDA device: not a GPU figure)",
@@ -201,7 +142,7 @@ def iteration_time(backend: str, samples_: np.ndarray, cfg, repeats: int, frames
 
     fft, clean_input = _features(samples_, cfg, frames)
     with use_backend(backend):
-        net = original_network()
+        net = original_model()
         run = MaskRun(_objective(backend, net, fft, clean_input, cfg), cfg)
         run.lam = 1.0
         B = run.B
@@ -226,7 +167,7 @@ def converge(backend: str, samples_: np.ndarray, cfg, frames: int | None) -> dic
     t0 = time.perf_counter()
     fft, clean_input = _features(samples_, cfg, frames)
     with use_backend(backend):
-        obj = _objective(backend, original_network(), fft, clean_input, cfg)
+        obj = _objective(backend, original_model(), fft, clean_input, cfg)
         t1 = time.perf_counter()
         result = run_mask(obj, cfg, None, progress=False)
         get_backend(backend).sync()
@@ -247,7 +188,7 @@ def agreement(backend: str, samples_: np.ndarray, cfg, frames: int | None) -> di
     ms = {}
     for name in ("numpy", backend):
         with use_backend(name):
-            obj = _objective(name, original_network(), fft, clean_input, c)
+            obj = _objective(name, original_model(), fft, clean_input, c)
             ms[name] = run_mask(obj, c, None, progress=False).m_last
     ref = ms["numpy"]
     return {"rel": float(np.max(np.abs(ms[backend] - ref)) / np.max(np.abs(ref))), "iterations": 20, "seed": 11}

@@ -48,12 +48,14 @@ def _torch():
 
 
 # -- the same network in PyTorch -----------------------------------------------------------------
-def torch_layers(net) -> list:
-    """afmask's wav2letter Sequential as a list of ("conv", w, b, stride, pad) / ("relu",) / ("linear", w, b) steps."""
+def torch_layers(net, device: str = "cpu") -> list:
+    """afmask's wav2letter Sequential as a list of ("conv", w, b, stride, pad) / ("relu",) / ("linear", w, b) steps,
+    the tensors on ``device``."""
     from afmask.fl import nn
 
     torch = _torch()
     host = lambda v: np.ascontiguousarray(v.host().reshape(v.dims()))  # noqa: E731 - AF dims, 4-D
+    tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
     steps, seen_view, seen_reorder = [], False, False
     for m in net.modules():
         if isinstance(m, nn.View) and not seen_view and m.dims[:2] == (-1, 1):
@@ -61,7 +63,7 @@ def torch_layers(net) -> list:
         elif isinstance(m, nn.Conv2D) and m.wy == 1 and m.sy == 1 and not seen_reorder:
             w = host(m.param(0))[:, 0].transpose(2, 1, 0)  # [kw, C, cout] -> (cout, C, kw)
             b = host(m.param(1)).reshape(-1) if m.bias else None
-            steps.append(("conv", torch.from_numpy(np.ascontiguousarray(w)), None if b is None else torch.from_numpy(b), m.sx, m.px, m.wx))
+            steps.append(("conv", tensor(w), None if b is None else tensor(b), m.sx, m.px, m.wx))
         elif isinstance(m, nn.ReLU):
             steps.append(("relu",))
         elif isinstance(m, nn.Reorder) and m.perm == (2, 0, 3, 1):
@@ -69,7 +71,7 @@ def torch_layers(net) -> list:
             steps.append(("to_frames",))
         elif isinstance(m, nn.Linear) and seen_reorder:
             b = host(m.param(1)).reshape(-1) if m.bias else None
-            steps.append(("linear", torch.from_numpy(host(m.param(0))[:, :, 0, 0].copy()), None if b is None else torch.from_numpy(b)))
+            steps.append(("linear", tensor(host(m.param(0))[:, :, 0, 0]), None if b is None else tensor(b)))
         else:
             raise NotImplementedError(f"bench torch: layer {m.prettyString()} is not in the wav2letter conv/linear form")
     return steps
@@ -81,11 +83,11 @@ def _same_pad(n: int, k: int, s: int, p: int) -> int:
     return derive_padding(n, k, s, p)
 
 
-def TorchNet(net):  # noqa: N802 - builds a module, named like one
-    """The network as a ``torch.nn.Module`` on (N, K, T) giving (N, T', 31) (direct 1-D convolutions)."""
+def TorchNet(net, device: str = "cpu"):  # noqa: N802 - builds a module, named like one
+    """The network as a ``torch.nn.Module`` on (N, K, T) giving (N, T', 31) (direct 1-D convolutions) on ``device``."""
     torch = _torch()
     F = torch.nn.functional
-    steps = torch_layers(net)
+    steps = torch_layers(net, device)
 
     class W2L(torch.nn.Module):
         def __init__(self):
