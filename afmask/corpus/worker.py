@@ -13,11 +13,12 @@ import json
 import os
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 from distributed.diagnostics.plugin import WorkerPlugin
+
+from afmask.backend import threads
 
 #: Where unfinished run folders are built, inside the corpus folder.
 PARTIAL = ".partial"
@@ -25,18 +26,6 @@ PARTIAL = ".partial"
 EXPLAINED = ".explained"
 #: The clean decoding's greedy CTC path, per output frame, in each run folder.
 ALIGNMENT_FILE = "alignment.json"
-
-
-@contextmanager
-def limit_threads(blas: int) -> Iterator[None]:
-    """Cap the BLAS/OpenMP thread pools of this process to ``blas`` threads for the block.
-
-    One small call on purpose, so that afmask-wide thread control can replace it in one place.
-    """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=max(1, int(blas))):
-        yield
 
 
 def model_spec(arch: Optional[str] = None, params: Optional[str] = None) -> dict:
@@ -173,22 +162,24 @@ def _explain_utterance(utt, out, config, spec, plugin_name, evaluation, frames, 
         cfg = cfg.replace(seed=int(utt["seed"]))
     model = worker_model(plugin_name, spec)
     resumed = (stage / "checkpoint.npz").exists()
-    with limit_threads(blas_threads):
-        if not (stage / EXPLAINED).exists():
-            explain(utt["path"], stage, model=model, config=cfg, resume=True, progress=False, frames=frames,
-                    model_name=model_name(spec))
-            write_alignment(stage, model)
-            (stage / EXPLAINED).touch()
-        if evaluation is not None:
-            for leftover in stage.glob(".evaluation.*"):  # an evaluation killed half-way leaves its staging folder
-                shutil.rmtree(leftover, ignore_errors=True)
-            transcript = None
-            if utt.get("transcript"):
-                transcript = stage / "transcript.txt"
-                with atomic_write(transcript) as f:
-                    f.write(utt["transcript"].strip().encode("utf-8"))
-            settings = EvaluationSettings(**{k: (tuple(v) if k == "percents" else v) for k, v in evaluation.items()})
-            evaluate_and_report(stage, model=model, progress=False, settings=settings, transcript=transcript)
+    # afmask's own thread control (afmask.backend.threads), fixed for the task: no measuring, so workers x
+    # threads stay within the cores the cluster was sized for
+    threads.configure(blas_threads)
+    if not (stage / EXPLAINED).exists():
+        explain(utt["path"], stage, model=model, config=cfg, resume=True, progress=False, frames=frames,
+                model_name=model_name(spec))
+        write_alignment(stage, model)
+        (stage / EXPLAINED).touch()
+    if evaluation is not None:
+        for leftover in stage.glob(".evaluation.*"):  # an evaluation killed half-way leaves its staging folder
+            shutil.rmtree(leftover, ignore_errors=True)
+        transcript = None
+        if utt.get("transcript"):
+            transcript = stage / "transcript.txt"
+            with atomic_write(transcript) as f:
+                f.write(utt["transcript"].strip().encode("utf-8"))
+        settings = EvaluationSettings(**{k: (tuple(v) if k == "percents" else v) for k, v in evaluation.items()})
+        evaluate_and_report(stage, model=model, progress=False, settings=settings, transcript=transcript)
     (stage / EXPLAINED).unlink()
     with open(stage / "summary.json", encoding="utf-8") as f:
         summary = json.load(f)
