@@ -160,12 +160,13 @@ def noisy_magnitude(fft: np.ndarray, level: float = NOISE_LEVEL, seed: int = 0, 
 
 
 def _auc(x: Sequence[float], y: Sequence[Optional[float]]) -> Optional[float]:
-    pts = [(a, b) for a, b in zip(x, y) if b is not None and np.isfinite(b)]
-    if len(pts) < 2:
-        return None
-    xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
-    width = xs[-1] - xs[0]
-    return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2.0) / width) if width > 0 else None
+    """The mean score over x: the global curves' trapezoidal area (x as fractions here) over the range it covers."""
+    from afmask.evaluate.curves import auc
+
+    kept = [a for a, b in zip(x, y) if b is not None and np.isfinite(b)]
+    area = auc([100.0 * a for a in x], y)
+    width = kept[-1] - kept[0] if len(kept) >= 2 else 0.0
+    return area / width if area is not None and width > 0 else None
 
 
 def _sub(a: Optional[float], b: Optional[float]) -> Optional[float]:
