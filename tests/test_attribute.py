@@ -14,7 +14,6 @@ from afmask.attribute import (
     Saliency,
     SmoothGrad,
     Target,
-    importance_of_m,
     integration_rule,
     make_method,
     random_masks,
@@ -259,15 +258,19 @@ def test_rise_is_the_same_for_any_batch_size():
 
 
 # -- afmask's own mask ------------------------------------------------------------------------------------------
-def test_importance_of_m_is_the_evaluations():
+def test_importance_of_m_has_a_floor_where_m_is_zero():
     from afmask.evaluate.importance import importance
 
     m = np.abs(np.random.default_rng(0).standard_normal((2 * K, T))) + 1e-3
     m[3, 4] = m[2, 4] = 0.0  # the floor
-    np.testing.assert_array_equal(importance_of_m(m), importance(m))
+    imp = importance(m)
+    assert imp[1, 4] == -np.log(np.finfo(np.float64).tiny)
+    np.testing.assert_allclose(imp[0, 0], -np.log(np.sqrt((m[0, 0] ** 2 + m[1, 0] ** 2) / 2)))
 
 
 def test_noise_mask_wraps_run_mask():
+    from afmask.evaluate.importance import importance
+
     model = small_model(np.float32)
     fft = clean_fft()
     cfg = MaskConfig.preset("default", iterations=6, samples=2, seed=5)
@@ -275,7 +278,7 @@ def test_noise_mask_wraps_run_mask():
     a = method.attribute(fft)
     objective = MaskObjective(fft, model, cfg.variant, noise=cfg.noise, stats=cfg.stats)
     m = run_mask(objective, cfg, progress=False).m
-    np.testing.assert_array_equal(a.importance, importance_of_m(m))
+    np.testing.assert_array_equal(a.importance, importance(m))
     np.testing.assert_array_equal(method.last_result.m, m)
     assert a.method == "mask" and a.settings["config"]["iterations"] == 6
     assert NoiseMask(model, cfg, iterations=3).config.iterations == 3

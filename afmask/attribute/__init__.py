@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from afmask.attribute.base import ATTRIBUTION_FILE, IMPORTANCE_FILE, Attribution, Attributor, Progress, batches
 from afmask.attribute.gradient import InputXGradient, IntegratedGradients, Saliency, SmoothGrad, integration_rule
-from afmask.attribute.noise_mask import NoiseMask, importance_of_m
+from afmask.attribute.noise_mask import NoiseMask
 from afmask.attribute.occlusion import RISE, random_masks
 from afmask.attribute.target import SCORES, SPACES, Target, utterance_arrays
 
@@ -40,5 +40,5 @@ def make_method(name: str, model, **options) -> Attributor:
 __all__ = [
     "ATTRIBUTION_FILE", "IMPORTANCE_FILE", "METHODS", "RISE", "SCORES", "SPACES", "Attribution", "Attributor",
     "InputXGradient", "IntegratedGradients", "NoiseMask", "Progress", "Saliency", "SmoothGrad", "Target", "batches",
-    "importance_of_m", "integration_rule", "make_method", "random_masks", "utterance_arrays",
+    "integration_rule", "make_method", "random_masks", "utterance_arrays",
 ]

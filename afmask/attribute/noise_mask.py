@@ -5,25 +5,12 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-import numpy as np
 
 from afmask.attribute.base import Attribution, Attributor
 from afmask.attribute.target import Utterance, utterance_arrays
 from afmask.fl.nn import Module
 from afmask.mask import MaskConfig, MaskObjective, run_mask
-
-
-def importance_of_m(m: np.ndarray) -> np.ndarray:
-    """Importance (K, T) of a noise scale m (2K, T): ``-log sqrt((m_re^2 + m_im^2) / 2)``.
-
-    The same as afmask.evaluate.importance.importance (a test pins it), which
-    sits above this layer and so cannot be imported here.
-    """
-    m = np.asarray(m, dtype=np.float64)
-    if m.ndim != 2 or m.shape[0] % 2:
-        raise ValueError(f"m must be (2K, T) with interleaved Re/Im rows, got shape {m.shape}")
-    scale = np.sqrt((m[0::2] ** 2 + m[1::2] ** 2) / 2.0)
-    return -np.log(np.maximum(scale, np.finfo(np.float64).tiny))
+from afmask.mask.importance import importance
 
 
 class NoiseMask(Attributor):
@@ -54,7 +41,7 @@ class NoiseMask(Attributor):
                                   kernel_path=cfg.kernel_path)
         result = run_mask(objective, cfg, progress=progress)
         self.last_result = result
-        imp = importance_of_m(result.m)
+        imp = importance(result.m)
         summary = result.summary()
         extras = {"forwards": result.iterations * cfg.samples, "K": objective.K, "T": objective.T,
                   "iterations": result.iterations, "converged_at": result.converged_at, "lambda": result.lam,
