@@ -10,6 +10,17 @@ from contextlib import contextmanager
 from typing import Iterator
 
 
+def int_pair(flag: str, form: str):
+    """An argparse type reading ``A:B`` as two whole numbers; the error names ``flag`` and the expected ``form``."""
+    def parse(text: str) -> tuple[int, int]:
+        try:
+            a, b = text.split(":")
+            return int(a), int(b)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes {form}, got {text!r}") from None
+    return parse
+
+
 def add_audio_arguments(p: argparse.ArgumentParser) -> None:
     """The audio-loading and normalisation options shared by commands that read an utterance."""
     p.add_argument("--resample", action="store_true", help="resample audio that is not 16 kHz (else it is refused)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from afmask.cli.common import add_audio_arguments, add_model_arguments, model_from_args
+from afmask.cli.common import add_audio_arguments, add_model_arguments, int_pair, model_from_args
 from afmask.mask.config import GRADIENTS, MODES, NOISES, OPTIMIZERS, PARAMETRIZATIONS, REGULARIZERS, VARIANTS
 
 
@@ -32,14 +32,6 @@ def _typed(key: str):
     return convert
 
 
-def _frames(text: str):
-    try:
-        a, b = text.split(":")
-        return int(a), int(b)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--frames takes START:STOP (frame numbers), got {text!r}") from None
-
-
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Settings of a run that the command line can override (everything else: --config FILE)."""
     p.add_argument("--config", metavar="FILE", help="settings file (JSON or TOML); options given here override it")
@@ -57,7 +49,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=_typed("seed"))
     p.add_argument("--checkpoint-seconds", type=_typed("checkpoint_seconds"), metavar="S",
                    help="also write a checkpoint every S seconds of running (default 60; 0: only every checkpoint_every iterations)")
-    p.add_argument("--frames", type=_frames, metavar="START:STOP", help="explain only these frames")
+    p.add_argument("--frames", type=int_pair("--frames", "START:STOP (frame numbers)"), metavar="START:STOP",
+                   help="explain only these frames")
 
 
 #: The command-line option of each setting it can override (the others come from --config FILE).

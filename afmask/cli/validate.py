@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from afmask.cli.common import add_audio_arguments, add_model_arguments, model_from_args
+from afmask.cli.common import add_audio_arguments, add_model_arguments, int_pair, model_from_args
 from afmask.cli.explain import add_run_arguments, config_from_args
-
-
-def _pair(flag: str):
-    def parse(text: str) -> tuple[int, int]:
-        try:
-            a, b = text.split(":")
-            return int(a), int(b)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} takes LO:HI (two integers), got {text!r}") from None
-    return parse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,8 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("audio", metavar="AUDIO", help="WAV or FLAC file, 16 kHz mono")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="run folder of the blind model's explanation")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--blind-band", type=_pair("--blind-band"), metavar="LO:HI", help="bins the model cannot read")
-    where.add_argument("--blind-frames", type=_pair("--blind-frames"), metavar="A:B", help="frames the model cannot read")
+    where.add_argument("--blind-band", type=int_pair("--blind-band", "LO:HI (two integers)"), metavar="LO:HI",
+                       help="bins the model cannot read")
+    where.add_argument("--blind-frames", type=int_pair("--blind-frames", "LO:HI (two integers)"), metavar="A:B",
+                       help="frames the model cannot read")
     add_model_arguments(p)
     add_run_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
