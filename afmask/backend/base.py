@@ -168,6 +168,11 @@ class Backend(abc.ABC):
         """Whether every element of ``a`` is finite."""
 
     # -- reductions (reduced dims kept as size 1, as ArrayFire does) --------------------
+    def total64(self, a: Array, squares: bool = False) -> float:
+        """The sum of all elements of ``a`` (of their squares if ``squares``), accumulated in float64."""
+        a64 = self.astype(a, np.float64)
+        return float(self.scalar(self.sum(a64 * a64 if squares else a64, [0, 1, 2, 3])))
+
     @abc.abstractmethod
     def sum(self, a: Array, axes: Sequence[int]) -> Array:
         """Sum over ``axes``."""

@@ -142,6 +142,13 @@ class XpBackend(Backend):
         return bool(self.xp.isfinite(a).all())
 
     # -- reductions -----------------------------------------------------------------------
+    def total64(self, a, squares=False):
+        # float64 accumulation through the ufunc's buffered casting: no float64 copy of the array
+        flat = a.ravel(order="K")
+        if squares:
+            return float(self.xp.einsum("i,i->", flat, flat, dtype=np.float64))
+        return float(flat.sum(dtype=np.float64))
+
     def sum(self, a, axes):
         return self._canon(self._4d(a).sum(axis=tuple(axes), keepdims=True))
 

@@ -32,6 +32,10 @@ from afmask.mask import noise
 from afmask.mask.config import NOISES
 from afmask.mask.postprocess import postprocess
 
+#: Frames times samples one network pass takes at most: past it a longer batch only adds memory (the GEMMs are
+#: as fast), so long utterances run their noise samples in several passes.
+MAX_BATCH_FRAMES = 8192
+
 
 def fortran(backend: Backend, a: Any) -> Any:
     """``a`` in column-major memory, the layout the fused kernel reads (no-op on ArrayFire)."""
@@ -107,7 +111,7 @@ class MaskObjective:
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         host = np.asfortranarray(fft, dtype=np.float32)
-        self.x = fortran(self.B, self.B.asarray(host.astype(self.dtype)))
+        self.x = fortran(self.B, self.B.asarray(host.astype(self.dtype, copy=False)))
         if self.dtype != np.float32:
             self.kernel_path = "generic"
         else:
@@ -144,20 +148,35 @@ class MaskObjective:
         -u * x with u ~ U(0, 1) per bin (attenuate).
 
         ``generator``: "host" (the same draws on every backend) or "device" (see afmask.mask.noise)."""
-        B = self.B
+        return self.noise_from(self.draw_raw(seed, samples, generator), samples)
+
+    def draw_raw(self, seed: int, samples: int = 1, generator: str = "host") -> Any:
+        """The random numbers behind :meth:`draw_noise`: u (K, T[, S]) for attenuation, else N(0, 1) (2K, T[, S])."""
         if self.noise == "attenuate":
-            u = noise.uniform(B, self.K, self.T, samples, seed, self.dtype, generator)
+            return noise.uniform(self.B, self.K, self.T, samples, seed, self.dtype, generator)
+        return noise.standard_normal(self.B, 2 * self.K, self.T, samples, seed, self.dtype, generator)
+
+    def noise_from(self, raw: Any, samples: int) -> Any:
+        """The noise e of :meth:`draw_noise` from its random numbers ``raw`` (those of :meth:`draw_raw`)."""
+        B = self.B
+        xp = getattr(B, "xp", None)
+        if self.noise == "attenuate" and xp is not None:
+            # e = -u * x written once: u (1, K, T, S) broadcast over the pair of rows of -x (2, K, T, 1), so no
+            # tiled copy of u and no second full-size array
+            eps = xp.empty((2 * self.K, self.T, samples), self.dtype, order="F")
+            xp.multiply(raw.reshape((1, self.K, self.T, samples), order="F"),
+                        self.noise_scale.reshape((2, self.K, self.T, 1), order="F"),
+                        out=eps.reshape((2, self.K, self.T, samples), order="F"))
+            return B._canon(eps)
+        if self.noise == "attenuate":
             # one u per bin for both its rows (moddims of a 2 x K x T x S tile interleaves them): the pair is scaled
             # together, so its phase is kept and only its magnitude changes
-            pair = B.tile(B.moddims(u, (1, self.K, self.T, samples)), (2, 1, 1, 1))
+            pair = B.tile(B.moddims(raw, (1, self.K, self.T, samples)), (2, 1, 1, 1))
             raw = B.moddims(pair, (2 * self.K, self.T, samples) if samples > 1 else (2 * self.K, self.T))
-        else:
-            raw = noise.standard_normal(B, 2 * self.K, self.T, samples, seed, self.dtype, generator)
         if self.noise_scale is None:
             return fortran(B, raw * self.dtype.type(self.fftstdev))
-        if getattr(B, "xp", None) is not None and getattr(raw.flags, "writeable", True):
-            # the fresh draws scaled in place, broadcasting the scale (|x_k|, or -x to attenuate) over the samples:
-            # no tiled copy, no second array
+        if xp is not None and getattr(raw.flags, "writeable", True):
+            # the fresh draws scaled in place, broadcasting the scale (|x_k|) over the samples: no tiled copy
             raw4 = B._4d(raw)
             raw4 *= B._4d(self.noise_scale)
             return fortran(B, raw)
@@ -322,6 +341,34 @@ class MaskObjective:
             xgrad = self.normalisation_backward(fw.input.grad().array(), fw.centred, fw.stdev, scale=float(S))
             return self.magnitude_backward(xgrad, fw.eps, fw.m, fw.mag, scaled=True)
         return self.magnitude_backward(self.input_gradient(fw), fw.eps, fw.m, fw.mag)
+
+    def samples_per_pass(self, samples: int) -> int:
+        """How many of ``samples`` noise samples one network pass batches (all while the batch is short)."""
+        return max(1, min(samples, MAX_BATCH_FRAMES // self.T))
+
+    def value_and_gradient(self, m: Any, eps: Any) -> tuple[float, Any, float]:
+        """``f``, ``d f / d m`` (2K, T) and its squared norm for noise ``eps`` (2K, T[, S]) by the hand-written
+        backward, in passes of :meth:`samples_per_pass` samples each."""
+        B = self.B
+        xp = getattr(B, "xp", None)
+        S = B.dims(eps)[2]
+        per = self.samples_per_pass(S) if xp is not None else S  # ArrayFire: one pass (no cheap slice of its arrays)
+        if per >= S:
+            fw = self.forward(m, eps)
+            f = fw.f.scalar()
+            g, g_sq = self.data_gradient(fw)
+            return f, g, g_sq
+        # f is the mean over all S samples: each pass's mean (over its own samples) weighs its share of them
+        f, g = 0.0, None
+        for s0 in range(0, S, per):
+            part = B._canon(B._4d(eps)[:, :, s0 : s0 + per, 0])  # column-major: a contiguous block
+            n = min(per, S - s0)
+            fw = self.forward(m, part)
+            f += fw.f.scalar() * n / S
+            gp, _ = self.data_gradient(fw)
+            g = gp * self.dtype.type(n / S) if g is None else g + gp * self.dtype.type(n / S)
+        g = fortran(B, g)
+        return f, g, B.total64(g, squares=True)
 
     def magnitude_backward(self, xgrad: Any, eps: Any, m: Any, mag: Any, scaled: bool = False) -> tuple[Any, float]:
         """``d f / d m`` (2K, T) from ``xgrad = dL/d|x~|`` (K, T[, S]) through ``|x + e*m|``; also its squared norm.

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from afmask.backend import threads
+from afmask.backend.workspace import POOL
 from afmask.fl import Variable
 from afmask.io import save_array
 from afmask.io.files import atomic_write
@@ -145,7 +146,7 @@ class MaskRun:
         """The noise for ``seed``: drawn ahead on the NumPy backend (the same numbers, see prefetch_noise)."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == seed:
-            return ahead[1].result()
+            return self.obj.noise_from(ahead[1].result(), self.cfg.samples)
         return self.obj.draw_noise(seed, self.cfg.samples, self.cfg.noise_generator)
 
     def prefetch_noise(self, seed: int) -> None:
@@ -160,16 +161,14 @@ class MaskRun:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="afmask-noise")
-        self._ahead = (seed, self._pool.submit(self.obj.draw_noise, seed, self.cfg.samples, self.cfg.noise_generator))
+        # only the random numbers: for attenuation that is u (K x T per sample), half the size of the noise
+        self._ahead = (seed, self._pool.submit(self.obj.draw_raw, seed, self.cfg.samples, self.cfg.noise_generator))
 
     def data_gradient(self, m: Any, seed: int, eps: Any = None) -> tuple[float, Any, float]:
         """f, df/dm and ||df/dm||^2 for one batch of noise (that of ``seed``, unless already drawn as ``eps``)."""
         eps = self.obj.draw_noise(seed, self.cfg.samples, self.cfg.noise_generator) if eps is None else eps
         if self.cfg.gradient == "hand":
-            fw = self.obj.forward(m, eps)
-            f = fw.f.scalar()
-            g, g_sq = self.obj.data_gradient(fw)
-            return f, g, g_sq
+            return self.obj.value_and_gradient(m, eps)
         mv = Variable(m, True)
         fv = self.obj.autograd_f(mv, eps)
         fv.backward()
@@ -196,9 +195,11 @@ class MaskRun:
         m = self.scale(theta)
         seed = iteration_seed(cfg.seed, self.iteration)
         eps = self._noise(seed)
-        self.prefetch_noise(iteration_seed(cfg.seed, self.iteration + 1))
+        if self.iteration + 1 < cfg.iterations:  # none past the last step: it would only hold memory
+            self.prefetch_noise(iteration_seed(cfg.seed, self.iteration + 1))
         try:
             f, g_data, g_sq = self.data_gradient(m, seed, eps)
+            eps = None  # the update below needs no noise: let this sample's arrays go before it allocates its own
         except mask_step.NonFiniteError as exc:
             raise FloatingPointError(
                 f"iteration {self.iteration}: {exc}; the noise scale has left the range of float32 "
@@ -236,7 +237,7 @@ class MaskRun:
         if cfg.m_max is not None:
             new_theta = fortran(B, terms.bound_theta(B, cfg.parametrization, new_theta, cfg.m_max))
         n = float(np.prod(B.dims(m)))
-        m_mean = float(B.scalar(B.sum(B.astype(m, np.float64), [0, 1]))) / n
+        m_mean = B.total64(m) / n
         m_var = m_sq / n - m_mean * m_mean if cfg.norm_accumulation == "float64" else float(B.scalar(B.var(B.astype(m, np.float64), [0, 1], True)))
         row = {
             "iteration": self.iteration, "total": f + reg, "f_term": f, "reg_term": reg,
@@ -349,11 +350,20 @@ class MaskRun:
         finally:
             if bar is not None:
                 bar.close()
+            self.release()
         result = self.result()
         if self.out is not None:
             self.save_checkpoint()
             self.write_outputs(result)
         return result
+
+    def release(self) -> None:
+        """Drop what only the iterations need (noise drawn ahead, its thread, reused workspaces); a later step redraws it."""
+        self._ahead = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        POOL.clear()
 
     def _save_deferring_signals(self) -> None:
         """A checkpoint that a stop signal does not cut short (the signal takes effect right after it)."""

@@ -19,7 +19,7 @@ def sqnorm(B: Backend, m: Any, accumulation: str = "float64") -> float:
     if accumulation == "float32":
         flat = B.to_numpy(m).astype(np.float32).ravel(order="F")
         return float(np.cumsum(flat * flat, dtype=np.float32)[-1])  # cumsum adds one element at a time
-    return float(B.scalar(B.sum(B.astype(m, np.float64) ** 2, [0, 1, 2, 3])))
+    return B.total64(m, squares=True)
 
 
 def regularizer(B: Backend, kind: str, m: Any, lam: float, m_sqnorm: float) -> tuple[float, Any]:
@@ -46,7 +46,7 @@ def regularizer_grad_norm(B: Backend, kind: str, m: Any, lam: float, m_sqnorm: f
     """``||dR/dm||``; analytic for the log-norm regulariser (``2 lam / ||m||``)."""
     if kind == "log_norm":
         return 2.0 * lam / math.sqrt(m_sqnorm)
-    return math.sqrt(float(B.scalar(B.sum(B.astype(grad, np.float64) ** 2, [0, 1]))))
+    return math.sqrt(B.total64(grad, squares=True))
 
 
 def scale_from(B: Backend, kind: str, theta: Any) -> Any:

@@ -33,19 +33,33 @@ def _save(fig, path: os.PathLike) -> None:
         fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
 
 
+#: Image columns a map is drawn with at most: the figure is about 1100 pixels wide, so more columns only cost
+#: matplotlib's full-resolution RGBA copies (hundreds of MB for an hour of audio).
+MAX_COLUMNS = 2048
+
+
+def display_columns(a: np.ndarray, limit: int = MAX_COLUMNS) -> np.ndarray:
+    """``a`` (K, T) with its columns averaged in equal blocks to at most ``limit`` (unchanged if T <= limit)."""
+    T = a.shape[1]
+    if T <= limit:
+        return a
+    edges = np.linspace(0, T, limit + 1).round().astype(np.intp)
+    return np.add.reduceat(a, edges[:-1], axis=1) / np.diff(edges)
+
+
 def plot_mask(magnitude: np.ndarray, m: np.ndarray, path: os.PathLike, title: str = "") -> None:
     """Spectrogram (dB) above the noise scale per bin (log10), both in seconds x Hz; small m = important."""
     plt = _pyplot()
     K, T = magnitude.shape
     scale = bin_scale(m)
     fig, axes = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, constrained_layout=True)
-    db = 20 * np.log10(np.maximum(magnitude, 1e-3))
+    db = display_columns(20 * np.log10(np.maximum(magnitude, 1e-3)))
     im0 = axes[0].imshow(db, origin="lower", aspect="auto", extent=extent(K, T), cmap="magma",
                          vmin=db.max() - 80, vmax=db.max())
     axes[0].set_ylabel("frequency (Hz)")
     axes[0].set_title("spectrogram |X| (dB)" + (f" - {title}" if title else ""))
     fig.colorbar(im0, ax=axes[0], label="dB")
-    logs = np.log10(np.maximum(scale, 1e-12))
+    logs = display_columns(np.log10(np.maximum(scale, 1e-12)))
     lo, hi = np.percentile(logs, [1, 99])
     im1 = axes[1].imshow(logs, origin="lower", aspect="auto", extent=extent(K, T), cmap="viridis_r", vmin=lo, vmax=hi)
     axes[1].set_ylabel("frequency (Hz)")

@@ -1,0 +1,72 @@
+"""What keeps a long explanation's memory down: samples in several passes, noise drawn as its random numbers,
+workspaces released after the loop, plots at display resolution, float64 totals without float64 copies."""
+
+import numpy as np
+import pytest
+
+import afmask.mask.objective as objective_module
+from afmask.backend import get_backend
+from afmask.backend.workspace import POOL
+from afmask.mask import MaskConfig, MaskObjective, MaskRun
+from afmask.report.plots import display_columns
+from test_mask_gradients import T, clean_fft, small_model
+
+
+def _objective(backend, noise="attenuate"):
+    return MaskObjective(clean_fft(), small_model(backend, np.float32), "posteriors", noise=noise, backend=backend)
+
+
+@pytest.mark.parametrize("noise", ["attenuate", "relative"])
+def test_samples_in_several_passes_give_the_one_pass_result(backend, monkeypatch, noise):
+    obj = _objective(backend, noise)
+    eps = obj.draw_noise(5, samples=5)
+    m = backend.asarray(np.asfortranarray(0.05 + 0.5 * np.random.default_rng(0).random((2 * obj.K, T)), np.float32))
+    f1, g1, sq1 = obj.value_and_gradient(m, eps)
+    monkeypatch.setattr(objective_module, "MAX_BATCH_FRAMES", 2 * T)  # two samples per pass: 2 + 2 + 1
+    assert obj.samples_per_pass(5) == 2  # (ArrayFire keeps one pass whatever this says)
+    f2, g2, sq2 = obj.value_and_gradient(m, eps)
+    g1, g2 = backend.to_numpy(g1), backend.to_numpy(g2)
+    assert f2 == pytest.approx(f1, rel=1e-5)
+    np.testing.assert_allclose(g2, g1, rtol=1e-4, atol=1e-6 * np.abs(g1).max())
+    assert sq2 == pytest.approx(float(np.sum(g2.astype(np.float64) ** 2)), rel=1e-9)
+    assert sq2 == pytest.approx(sq1, rel=1e-4)
+
+
+def test_noise_from_its_random_numbers_is_the_noise(backend):
+    for noise in ("attenuate", "relative", "absolute"):
+        obj = _objective(backend, noise)
+        raw = obj.draw_raw(9, 3)
+        assert backend.dims(raw)[0] == (obj.K if noise == "attenuate" else 2 * obj.K)
+        np.testing.assert_array_equal(backend.to_numpy(obj.noise_from(raw, 3)), backend.to_numpy(obj.draw_noise(9, 3)))
+    obj = _objective(backend, "attenuate")
+    eps, u = backend.to_numpy(obj.draw_noise(2, 2)), backend.to_numpy(obj.draw_raw(2, 2))
+    x = backend.to_numpy(obj.x)
+    # both rows of a bin get the same u: e = -u * x row by row
+    np.testing.assert_array_equal(eps[0::2], -u * x[0::2, :, None])
+    np.testing.assert_array_equal(eps[1::2], -u * x[1::2, :, None])
+
+
+def test_a_run_releases_its_workspaces_and_noise_thread():
+    run = MaskRun(_objective(get_backend("numpy")), MaskConfig.preset("default", iterations=3, lam=1.0, early_stop=False))
+    run.run(progress=False)
+    assert POOL.nbytes() == 0 and run._pool is None and run._ahead is None
+
+
+def test_total64_accumulates_in_float64(backend):
+    a = np.full((1000, 37), 1.0 + 2.0**-20, np.float32)
+    a[0, 0] = 3e7  # float32 running sums would drop the small terms
+    arr = backend.asarray(np.asfortranarray(a))
+    want = float(np.sum(a.astype(np.float64)))
+    assert backend.total64(arr) == want
+    assert backend.total64(arr, squares=True) == pytest.approx(float(np.sum(a.astype(np.float64) ** 2)), rel=1e-15)
+
+
+def test_display_columns_average_blocks_of_a_long_map():
+    a = np.arange(2 * 10, dtype=np.float64).reshape(2, 10)
+    assert display_columns(a, limit=10) is a
+    out = display_columns(a, limit=5)
+    np.testing.assert_array_equal(out, (a[:, 0::2] + a[:, 1::2]) / 2)
+    long = np.random.default_rng(0).random((3, 10_001))
+    short = display_columns(long, limit=2048)
+    assert short.shape == (3, 2048)
+    assert short.mean() == pytest.approx(long.mean(), rel=1e-3)
