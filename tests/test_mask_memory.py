@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import afmask.mask.objective as objective_module
-from afmask.backend import get_backend
+from afmask.backend import get_backend, use_backend
 from afmask.backend.workspace import POOL
 from afmask.mask import MaskConfig, MaskObjective, MaskRun
 from afmask.report.plots import display_columns
@@ -47,8 +47,9 @@ def test_noise_from_its_random_numbers_is_the_noise(backend):
 
 
 def test_a_run_releases_its_workspaces_and_noise_thread():
-    run = MaskRun(_objective(get_backend("numpy")), MaskConfig.preset("default", iterations=3, lam=1.0, early_stop=False))
-    run.run(progress=False)
+    with use_backend("numpy"):  # the pool and the noise thread are NumPy's
+        run = MaskRun(_objective(get_backend("numpy")), MaskConfig.preset("default", iterations=3, lam=1.0, early_stop=False))
+        run.run(progress=False)
     assert POOL.nbytes() == 0 and run._pool is None and run._ahead is None
 
 

@@ -265,14 +265,29 @@ class ArrayFireBackend(Backend):
                 raise ValueError(f"matmul: batch dims differ: {da} x {db}")
             a = self.af.tile(a, *reps_a) if reps_a != [1, 1, 1, 1] else a
             b = self.af.tile(b, *reps_b) if reps_b != [1, 1, 1, 1] else b
+        if a.dtype() != b.dtype():  # af_matmul takes one type: NumPy's promotion (float32 x float64 -> float64)
+            dt = np.result_type(self.dtype(a), self.dtype(b))
+            a, b = self.astype(a, dt), self.astype(b, dt)
         return self.af.matmul(a, b, MP.TRANS if trans_a else MP.NONE, MP.TRANS if trans_b else MP.NONE)
+
+    def _padded(self, a, px, py):
+        """``a`` with px zero rows and py zero columns on each side (af_unwrap takes padding below the window only)."""
+        W, H, C, N = self.dims(a)
+        out = self.af.constant(0, W + 2 * px, H + 2 * py, C, N, dtype=a.dtype())
+        out[px : px + W, py : py + H, :, :] = a
+        return out
 
     def unwrap(self, a, wx, wy, sx, sy, px, py):
         W, H = self.dims(a)[:2]
         unwrap_counts(W, wx, sx, px), unwrap_counts(H, wy, sy, py)  # same errors as the other backends
+        if px >= wx or py >= wy:  # ArrayFire requires 0 <= p < w: pad explicitly instead
+            return self.af.unwrap(self._padded(a, px, py), wx, wy, sx, sy, 0, 0, True)
         return self.af.unwrap(a, wx, wy, sx, sy, px, py, True)
 
     def wrap(self, cols, ox, oy, wx, wy, sx, sy, px, py):
+        if px >= wx or py >= wy:  # the adjoint of the explicit padding above: wrap onto the padded size, then crop
+            full = self.af.wrap(cols, ox + 2 * px, oy + 2 * py, wx, wy, sx, sy, 0, 0, True)
+            return full[px : px + ox, py : py + oy, :, :]
         return self.af.wrap(cols, ox, oy, wx, wy, sx, sy, px, py, True)
 
     # -- device -----------------------------------------------------------------------------

@@ -135,14 +135,29 @@ def _traced_peak(fn) -> int:
 
 
 def estimate_memory(fft: np.ndarray, model, config) -> Optional[MemoryEstimate]:
-    """The memory a run of ``config`` over ``fft`` (2K, T) with ``model`` needs, or None when it cannot be probed
-    (another backend than NumPy, whose memory tracing does not see; or a model the probe cannot run)."""
-    from afmask.backend import get_backend
+    """The host memory a run of ``config`` over ``fft`` (2K, T) with ``model`` needs, or None when it cannot be
+    probed (a GPU backend, whose device memory this does not measure; or a model the probe cannot run)."""
+    from afmask.backend import get_backend, use_backend
     from afmask.backend.workspace import POOL
     from afmask.mask.objective import MaskObjective
     from afmask.mask.run import MaskRun, iteration_seed
 
-    if get_backend().name != "numpy":
+    B = get_backend()
+    if B.name == "arrayfire" and B.active_backend() == "cpu":
+        # ArrayFire's CPU backend holds the same arrays in host memory, where tracing does not see them: the probe
+        # runs on NumPy, with the model's parameters copied there for its duration
+        from afmask.fl import Variable
+
+        params = model.params()
+        try:
+            with use_backend("numpy"):
+                for i, p in enumerate(params):
+                    model.setParams(Variable(p.host(), False), i)
+                return estimate_memory(fft, model, config)
+        finally:
+            for i, p in enumerate(params):
+                model.setParams(p, i)
+    if B.name != "numpy":
         return None
     K2, T = fft.shape
     t1 = min(PROBE_FRAMES, T)
@@ -158,6 +173,7 @@ def estimate_memory(fft: np.ndarray, model, config) -> Optional[MemoryEstimate]:
         return _traced_peak(lambda: run.data_gradient(m, iteration_seed(config.seed, 0)))
 
     try:
+        peak(t1, 1)  # once untimed: caches a first pass fills (the convolution's weight taps) are not per-run memory
         p1, p2 = peak(t1, 1), peak(t1, 2)
     except (ValueError, RuntimeError, ArithmeticError, IndexError):
         return None  # the real run reports what is wrong with the model or the input
