@@ -92,6 +92,9 @@ def _construct(name: str) -> Backend:
 
         return XpBackend(cupy, "cupy")
     if name == "arrayfire":
+        from afmask.backend import threads
+
+        threads.share_blas_coretype()  # before ArrayFire's own OpenBLAS loads and detects the CPU by itself
         try:
             import arrayfire
         except ImportError as exc:

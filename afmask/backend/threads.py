@@ -145,3 +145,29 @@ def current() -> ThreadChoice:
 def ensure() -> int:
     """Make sure afmask has chosen its threads; the number chosen."""
     return current().threads
+
+
+#: Why OPENBLAS_CORETYPE was set for libraries loaded later (ArrayFire's BLAS), or None if afmask left it alone.
+coretype_note: Optional[str] = None
+
+
+def share_blas_coretype() -> Optional[str]:
+    """Before a library with its own OpenBLAS loads (ArrayFire's CPU backend): pass it the CPU type NumPy's
+    OpenBLAS detected, unless OPENBLAS_CORETYPE is set. Returns what was done, or None.
+
+    An OpenBLAS older than the CPU may not recognise it and fall back to its slowest kernels (Debian 12's 0.3.21
+    runs "Prescott" code on this machine's Xeon: ArrayFire's GEMMs measured 6x slower than with SkylakeX)."""
+    global coretype_note
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        return None
+    from threadpoolctl import threadpool_info
+
+    import scipy.linalg  # noqa: F401 - its OpenBLAS too, should NumPy's report nothing
+
+    archs = [i.get("architecture") for i in threadpool_info() if i.get("internal_api") == "openblas" and i.get("architecture")]
+    if not archs:
+        return None
+    os.environ["OPENBLAS_CORETYPE"] = archs[0]
+    coretype_note = (f"OPENBLAS_CORETYPE={archs[0]} (the CPU type NumPy's OpenBLAS detected), set for ArrayFire's BLAS; "
+                     "set OPENBLAS_CORETYPE yourself to choose another")
+    return coretype_note

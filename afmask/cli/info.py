@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     measured = "" if not tc.measured_ms else " (" + ", ".join(f"{n} thread(s) {ms:.2f} ms" for n, ms in tc.measured_ms.items()) + ")"
     print(f"threads: {tc.threads} for BLAS and OpenMP, {threads.usable_cores()} usable core(s); {tc.reason}{measured}; "
           f"--threads N or {threads.THREADS_ENV} sets them")
+    if threads.coretype_note:
+        print(f"blas core type: {threads.coretype_note}")
     print("fused mask-step paths:")
     ext = mask_step.extension_info()
     for path, state in mask_step.path_status().items():

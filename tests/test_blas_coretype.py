@@ -1,0 +1,31 @@
+"""The CPU type NumPy's OpenBLAS detected is handed to a later OpenBLAS (ArrayFire's), unless the user set one."""
+
+import os
+
+import pytest
+from threadpoolctl import threadpool_info
+
+from afmask.backend import threads
+
+
+def _numpy_arch():
+    archs = [i.get("architecture") for i in threadpool_info() if i.get("internal_api") == "openblas" and i.get("architecture")]
+    if not archs:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS that reports its CPU type (threadpoolctl)")
+    return archs[0]
+
+
+def test_the_detected_core_type_is_handed_on(monkeypatch):
+    arch = _numpy_arch()
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    monkeypatch.setattr(threads, "coretype_note", None)
+    note = threads.share_blas_coretype()
+    assert os.environ["OPENBLAS_CORETYPE"] == arch
+    assert note == threads.coretype_note and f"OPENBLAS_CORETYPE={arch}" in note
+
+
+def test_a_core_type_the_user_set_is_kept(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setattr(threads, "coretype_note", None)
+    assert threads.share_blas_coretype() is None
+    assert os.environ["OPENBLAS_CORETYPE"] == "Haswell" and threads.coretype_note is None
