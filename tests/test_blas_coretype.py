@@ -29,3 +29,22 @@ def test_a_core_type_the_user_set_is_kept(monkeypatch):
     monkeypatch.setattr(threads, "coretype_note", None)
     assert threads.share_blas_coretype() is None
     assert os.environ["OPENBLAS_CORETYPE"] == "Haswell" and threads.coretype_note is None
+
+
+def test_arrayfire_runs_keep_one_blas_thread(monkeypatch):
+    """ArrayFire's results change with the BLAS thread count: afmask keeps one there, so resumed runs are exact."""
+    from afmask.backend import probe, use_backend
+
+    found = probe("arrayfire")
+    if not found.available:
+        pytest.skip(found.reason)
+    monkeypatch.delenv(threads.THREADS_ENV, raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    before = threads.current()
+    try:
+        with use_backend("arrayfire"):
+            choice = threads.configure()
+        assert choice.threads == 1 and "ArrayFire" in choice.reason and choice.measured_ms is None
+    finally:
+        threads._apply(before.threads)
+        threads._choice = before

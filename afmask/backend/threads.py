@@ -107,6 +107,10 @@ def configure(threads: Optional[int] = None) -> ThreadChoice:
         choice = ThreadChoice(parse_threads(env, THREADS_ENV), f"set by {THREADS_ENV}={env.strip()}")
     elif cores == 1:
         choice = ThreadChoice(1, "one usable core")
+    elif _on_arrayfire():
+        choice = ThreadChoice(1, "ArrayFire backend: its results change with the BLAS thread count (6 seeded steps "
+                                 "came out 6.5e-4 apart with 1 and 2), so one thread keeps seeded and resumed runs "
+                                 "bit-identical")
     else:
         ms = measure(cores)
         faster = ms[1] / ms[cores]
@@ -120,6 +124,13 @@ def configure(threads: Optional[int] = None) -> ThreadChoice:
     global _measured_at
     _measured_at = time.monotonic()
     return choice
+
+
+def _on_arrayfire() -> bool:
+    """Whether afmask's current backend is ArrayFire (its choice is made here if not yet)."""
+    from afmask.backend import get_backend
+
+    return get_backend().name == "arrayfire"
 
 
 #: A measured choice of more than one thread is measured again after this many seconds (load changes).
