@@ -5,7 +5,7 @@
 For each clip (default: the bundled utterance, which is LibriVox 0890, and the
 other two LibriVox clips in ../shared/data/librivox) and each method of
 afmask.attribute (Saliency, InputXGradient, SmoothGrad, IntegratedGradients,
-RISE, afmask's own NoiseMask in the default mode) it writes the map
+RISE, fixed-area extremal masks, afmask's own NoiseMask in the default mode) it writes the map
 (OUT/CLIP/METHOD/importance.npy, attribution.json) and measures, with the demo
 model:
 
@@ -59,7 +59,7 @@ SHARED = ROOT.parent / "shared" / "data" / "librivox"
 DEFAULT_CLIPS = [ROOT / "afmask" / "data" / "audio" / "demo.wav",
                  SHARED / "sense_and_sensibility_01_austen_64kb-0870.wav",
                  SHARED / "sense_and_sensibility_01_austen_64kb-0920.wav"]
-METHOD_ORDER = ["saliency", "ixg", "smoothgrad", "ig", "rise", "mask", "faithful"]
+METHOD_ORDER = ["saliency", "ixg", "smoothgrad", "ig", "rise", "extremal", "mask", "faithful"]
 BANDS = [(0, 21), (60, 121)]  # bins 0..20 and 60..120
 COLUMNS = ["clip", "method", "seconds", "forwards", "most_random", "least_random", "most_shifted", "most_shifted_worst",
            "random_sd", "stratified_passes", "most_random_noise", "least_random_noise", "most_shifted_noise",
@@ -75,6 +75,7 @@ def options(args) -> dict:
         "smoothgrad": {"n_samples": args.smoothgrad_samples, "stdev": 0.1},
         "ig": {"n_steps": args.ig_steps},
         "rise": {"n_masks": args.rise_masks, "cell": (16, 8), "p_keep": 0.5},
+        "extremal": {"iterations": args.extremal_iterations},
         "mask": {"config": MaskConfig.preset("default", iterations=args.mask_iterations)},
         # the original C++ loop, as `--mode faithful` runs it (5000 SGD iterations)
         "faithful": {"config": MaskConfig.preset("faithful")},
@@ -236,6 +237,7 @@ def main(argv=None) -> int:
     p.add_argument("--ig-steps", type=int, default=50)
     p.add_argument("--smoothgrad-samples", type=int, default=16)
     p.add_argument("--mask-iterations", type=int, default=400)
+    p.add_argument("--extremal-iterations", type=int, default=300)
     p.add_argument("--blind-rise", action="store_true", help="also run the blind-band test for RISE (two more RISE runs per clip)")
     p.add_argument("--blind-clips", type=int, default=1, metavar="N",
                    help="run the blind-band tests on the first N clips only (each re-explains twice; default 1)")

@@ -71,3 +71,15 @@ def test_report_of_an_attribution_folder_without_controls_says_how_to_make_them(
     assert "--model demo" in capsys.readouterr().err
     assert main(["report", str(out), "--no-evaluation"]) == 0
     assert "No controls yet" in (out / "report.html").read_text()
+
+
+def test_attribute_takes_the_extremal_masks_and_their_areas(tmp_path, linear, clip, capsys):
+    out = tmp_path / "extremal"
+    rc = main(["attribute", str(clip), "--method", "extremal", "--areas", "0.1,0.5", "--iterations", "5", "--out", str(out),
+               *linear, "--no-progress", "--no-evaluation"])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads((out / "attribution.json").read_text())
+    assert doc["settings"]["areas"] == [0.1, 0.5] and doc["settings"]["iterations"] == 5
+    with pytest.raises(SystemExit) as stop:  # argparse's own one-line usage error
+        main(["attribute", str(clip), "--method", "extremal", "--areas", "0.1,2", "--out", str(tmp_path / "y"), *linear])
+    assert stop.value.code == 2 and "--areas takes shares in (0, 1)" in capsys.readouterr().err

@@ -12,6 +12,7 @@ so the evaluation and the report take any of them:
 | :class:`IntegratedGradients` | ig | path integral from a zero baseline, with the completeness check (Captum) |
 | :class:`RISE` | rise | random smooth occlusion masks weighted by output preservation (RISE / SPES) |
 | :class:`NoiseMask` | mask | afmask's own noise-scale mask (afmask.mask) |
+| :class:`Extremal` | extremal | fixed-area preserving masks, importance = mean over areas (Fong et al. 2019) |
 
 The score explained and the space attributed are in :mod:`afmask.attribute.target`.
 """
@@ -19,13 +20,14 @@ The score explained and the space attributed are in :mod:`afmask.attribute.targe
 from __future__ import annotations
 
 from afmask.attribute.base import ATTRIBUTION_FILE, IMPORTANCE_FILE, Attribution, Attributor, Progress, batches
+from afmask.attribute.extremal import Extremal
 from afmask.attribute.gradient import InputXGradient, IntegratedGradients, Saliency, SmoothGrad, integration_rule
 from afmask.attribute.noise_mask import NoiseMask
 from afmask.attribute.occlusion import RISE, random_masks
 from afmask.attribute.target import SCORES, SPACES, Target, utterance_arrays
 
 #: Every method by its short name (the CLI's --method).
-METHODS = {cls.name: cls for cls in (Saliency, InputXGradient, SmoothGrad, IntegratedGradients, RISE, NoiseMask)}
+METHODS = {cls.name: cls for cls in (Saliency, InputXGradient, SmoothGrad, IntegratedGradients, RISE, NoiseMask, Extremal)}
 
 
 def make_method(name: str, model, **options) -> Attributor:
@@ -38,7 +40,7 @@ def make_method(name: str, model, **options) -> Attributor:
 
 
 __all__ = [
-    "ATTRIBUTION_FILE", "IMPORTANCE_FILE", "METHODS", "RISE", "SCORES", "SPACES", "Attribution", "Attributor",
+    "ATTRIBUTION_FILE", "IMPORTANCE_FILE", "METHODS", "RISE", "Extremal", "SCORES", "SPACES", "Attribution", "Attributor",
     "InputXGradient", "IntegratedGradients", "NoiseMask", "Progress", "Saliency", "SmoothGrad", "Target", "batches",
     "integration_rule", "make_method", "random_masks", "utterance_arrays",
 ]

@@ -19,15 +19,25 @@ def _cell(text: str):
     return tuple(parts)
 
 
+def _areas(text: str) -> tuple:
+    try:
+        areas = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--areas takes shares in (0, 1) separated by commas, got {text!r}") from None
+    if not areas or any(not 0.0 < a < 1.0 for a in areas):
+        raise argparse.ArgumentTypeError(f"--areas takes shares in (0, 1) separated by commas, got {text!r}")
+    return areas
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``attribute`` sub-command."""
     from afmask.attribute import METHODS, SCORES, SPACES
 
     p = sub.add_parser(
         "attribute",
-        help="explain an utterance with saliency, gradient x input, SmoothGrad, IG, RISE or the mask",
+        help="explain an utterance with saliency, gradient x input, SmoothGrad, IG, RISE, extremal masks or the mask",
         description="Explain which time-frequency points the recogniser relies on with one of the field's attribution "
-                    "methods (Captum's definitions; RISE for random occlusion) or afmask's own mask, in one shape: "
+                    "methods (Captum's definitions; RISE for random occlusion; fixed-area extremal masks) or afmask's own mask, in one shape: "
                     "importance per point (K x T), larger = more important. Writes importance.npy, attribution.json, "
                     "config.json, features.npz and heatmap.png to DIR, then (unless --no-evaluation) the controls "
                     "(energy-stratified deletion, ties, plausibility, global deletion/insertion gap) to controls.json. "
@@ -52,7 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--cell", type=_cell, metavar="BINS,FRAMES", help="rise: grid cell size (default 16,8)")
     g.add_argument("--p-keep", type=float, metavar="P", help="rise: probability a cell is kept (default 0.5)")
     g.add_argument("--seed", type=int, help="smoothgrad, rise, mask: random seed")
-    g.add_argument("--iterations", type=int, metavar="N", help="mask: most iterations (default mode's preset otherwise)")
+    g.add_argument("--iterations", type=int, metavar="N", help="mask: most iterations (default mode's preset otherwise); "
+                                                             "extremal: Adam steps (default 300)")
+    g.add_argument("--areas", type=_areas, metavar="A,B,...", help="extremal: shares of the points kept (default "
+                                                                  "0.05,0.1,0.2,0.3,0.5,0.7,0.9)")
     g.add_argument("--mode", choices=["default", "faithful"], help="mask: the MaskConfig preset (default: default)")
     p.add_argument("--modes", nargs="+", choices=["zero", "noise"], default=["zero"],
                    help="stratified deletion by zeroing and/or relative noise (default: zero)")
@@ -64,9 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 #: Which command-line option sets which constructor argument, per method.
 OPTIONS = {
-    "score": ("score", ("saliency", "ixg", "smoothgrad", "ig", "rise")),
-    "space": ("space", ("saliency", "ixg", "smoothgrad", "ig", "rise")),
-    "batch": ("batch", ("saliency", "ixg", "smoothgrad", "ig", "rise")),
+    "score": ("score", ("saliency", "ixg", "smoothgrad", "ig", "rise", "extremal")),
+    "space": ("space", ("saliency", "ixg", "smoothgrad", "ig", "rise", "extremal")),
+    "batch": ("batch", ("saliency", "ixg", "smoothgrad", "ig", "rise", "extremal")),
     "n_samples": ("n_samples", ("smoothgrad",)),
     "stdev": ("stdev", ("smoothgrad",)),
     "n_steps": ("n_steps", ("ig",)),
@@ -75,7 +88,8 @@ OPTIONS = {
     "cell": ("cell", ("rise",)),
     "p_keep": ("p_keep", ("rise",)),
     "seed": ("seed", ("smoothgrad", "rise", "mask")),
-    "iterations": ("iterations", ("mask",)),
+    "iterations": ("iterations", ("mask", "extremal")),
+    "areas": ("areas", ("extremal",)),
 }
 
 
