@@ -75,7 +75,7 @@ def options(args) -> dict:
         "smoothgrad": {"n_samples": args.smoothgrad_samples, "stdev": 0.1},
         "ig": {"n_steps": args.ig_steps},
         "rise": {"n_masks": args.rise_masks, "cell": (16, 8), "p_keep": 0.5},
-        "extremal": {"iterations": args.extremal_iterations},
+        "extremal": {"iterations": args.extremal_iterations, "space": args.extremal_space},
         "mask": {"config": MaskConfig.preset("default", iterations=args.mask_iterations)},
         # the original C++ loop, as `--mode faithful` runs it (5000 SGD iterations)
         "faithful": {"config": MaskConfig.preset("faithful")},
@@ -238,6 +238,8 @@ def main(argv=None) -> int:
     p.add_argument("--smoothgrad-samples", type=int, default=16)
     p.add_argument("--mask-iterations", type=int, default=400)
     p.add_argument("--extremal-iterations", type=int, default=300)
+    p.add_argument("--extremal-space", choices=["magnitude", "input"], default="magnitude",
+                   help="what the extremal masks multiply: the magnitudes (default) or the normalised network input")
     p.add_argument("--blind-rise", action="store_true", help="also run the blind-band test for RISE (two more RISE runs per clip)")
     p.add_argument("--blind-clips", type=int, default=1, metavar="N",
                    help="run the blind-band tests on the first N clips only (each re-explains twice; default 1)")
