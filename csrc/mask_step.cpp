@@ -734,14 +734,15 @@ struct Sums {
 };
 
 // mag of one frame (column) and its float64 sum and sum of squares.
-#define AFMASK_MAG_COLUMN(xc, ec, mc, oc, K, sx, sq, bad)                                 \
-    AFMASK_PRAGMA(omp simd reduction(+ : sx, sq, bad))                                   \
+// mag of one frame (column) and its float64 sum and sum of squares. No integer count in the vector loop (it
+// would keep the AVX variant to 128-bit vectors): the sums are not finite exactly when a magnitude is not.
+#define AFMASK_MAG_COLUMN(xc, ec, mc, oc, K, sx, sq)                                      \
+    AFMASK_PRAGMA(omp simd reduction(+ : sx, sq))                                        \
     for (py::ssize_t k = 0; k < K; ++k) {                                                \
         const float re = xc[2 * k] + ec[2 * k] * mc[2 * k];                              \
         const float im = xc[2 * k + 1] + ec[2 * k + 1] * mc[2 * k + 1];                  \
         const float a = std::sqrt(re * re + im * im);                                    \
         oc[k] = a;                                                                       \
-        bad += !(a <= FLT_MAX);                                                          \
         sx += static_cast<double>(a);                                                    \
         sq += static_cast<double>(a) * a;                                                \
     }
@@ -753,11 +754,12 @@ inline void mag_stats_cols_body(const float *x, const float *eps, const float *m
         const float *xc = x + 2 * K * t, *mc = m + 2 * K * t, *ec = eps + 2 * K * (t + T * s);
         float *oc = mag + K * (t + T * s);
         double cx = 0.0, cq = 0.0;
-        long long cb = 0;
-        AFMASK_MAG_COLUMN(xc, ec, mc, oc, K, cx, cq, cb)
+        AFMASK_MAG_COLUMN(xc, ec, mc, oc, K, cx, cq)
+        if (!(std::fabs(cx) <= DBL_MAX && cq <= DBL_MAX)) {
+            for (py::ssize_t k = 0; k < K; ++k) bad += !(oc[k] <= FLT_MAX);
+        }
         sx += cx;
         sq += cq;
-        bad += cb;
     }
 }
 AFMASK_TWICE(mag_stats_cols,

@@ -150,3 +150,20 @@ def test_unusual_scale_leaves_the_state_to_the_generic_update(monkeypatch):
     np.testing.assert_array_equal(run.optimizer.m1, m1)
     with pytest.raises(FloatingPointError, match="underflowed to 0"):
         run.step()
+
+
+def test_forward_stats_counts_what_forward_counts():
+    rng = np.random.default_rng(2)
+    x = np.asfortranarray(rng.standard_normal((2 * K, 30)).astype(np.float32))
+    m = np.asfortranarray(rng.random((2 * K, 30)).astype(np.float32))
+    eps = np.asfortranarray(rng.standard_normal((2 * K, 30, 3)).astype(np.float32))
+    ext = mask_step.extension()
+    got, want = np.empty((K, 30, 3), np.float32, order="F"), np.empty((K, 30, 3), np.float32, order="F")
+    bad, sums, squares = ext.forward_stats(x, eps, m, got)
+    assert bad == ext.forward(x, eps, m, want) == 0
+    np.testing.assert_array_equal(got, want)
+    want64 = want.astype(np.float64)
+    np.testing.assert_allclose(sums, want64.sum(axis=(0, 1)), rtol=1e-13)
+    np.testing.assert_allclose(squares, (want64 ** 2).sum(axis=(0, 1)), rtol=1e-13)
+    eps[3, 5, 2], eps[7, 9, 0], eps[0, 0, 0] = np.inf, np.nan, np.inf
+    assert ext.forward_stats(x, eps, m, got)[0] == ext.forward(x, eps, m, want) == 3

@@ -148,7 +148,8 @@ class MaskRun:
         """The noise for ``seed``: drawn ahead on the NumPy backend (the same numbers, see prefetch_noise)."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == seed:
-            return self.obj.noise_from(ahead[1].result(), self.cfg.samples)
+            drawn = ahead[1].result()
+            return drawn if self.obj.noise != "attenuate" else self.obj.noise_from(drawn, self.cfg.samples)
         return self.obj.draw_noise(seed, self.cfg.samples, self.cfg.noise_generator)
 
     def prefetch_noise(self, seed: int) -> None:
@@ -163,8 +164,10 @@ class MaskRun:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="afmask-noise")
-        # only the random numbers: for attenuation that is u (K x T per sample), half the size of the noise
-        self._ahead = (seed, self._pool.submit(self.obj.draw_raw, seed, self.cfg.samples, self.cfg.noise_generator))
+        # only the random numbers for attenuation (u, K x T per sample: half the size of the noise); the other
+        # noises are the size of their random numbers, so they are scaled there too
+        draw = self.obj.draw_raw if self.obj.noise == "attenuate" else self.obj.draw_noise
+        self._ahead = (seed, self._pool.submit(draw, seed, self.cfg.samples, self.cfg.noise_generator))
 
     def data_gradient(self, m: Any, seed: int, eps: Any = None) -> tuple[float, Any, float]:
         """f, df/dm and ||df/dm||^2 for one batch of noise (that of ``seed``, unless already drawn as ``eps``)."""
