@@ -1007,7 +1007,7 @@ inline void update_range(const UpdateArgs &u, py::ssize_t i0, py::ssize_t i1, Up
     update_range_body(u, i0, i1, r);
 }
 
-py::tuple py_update_exp_mean_log(py::handle theta_, py::handle m_, py::handle g_, py::handle m1_, py::handle m2_,
+py::dict py_update_exp_mean_log(py::handle theta_, py::handle m_, py::handle g_, py::handle m1_, py::handle m2_,
                                  py::handle theta_out_, py::handle m1_out_, py::handle m2_out_, double c, double b1,
                                  double omb1, double b2, double omb2, double step, double epsc, double bound) {
     const View theta = check(theta_, "theta", false), m = check(m_, "m", false), g = check(g_, "g", false),
@@ -1064,7 +1064,7 @@ py::tuple py_update_exp_mean_log(py::handle theta_, py::handle m_, py::handle g_
     out["sum_log_m"] = sum_log;
     out["special"] = r.special;
     out["nonfinite"] = r.nonfinite;
-    return py::make_tuple(out);
+    return out;
 }
 
 // Attenuation noise eps[2k + r, t, s] = u[k, t, s] * negx[2k + r, t] (negx = -x): one u per bin for its two rows.
@@ -1127,7 +1127,7 @@ PYBIND11_MODULE(_ext, mod) {
             py::arg("m1"), py::arg("m2"), py::arg("theta_out"), py::arg("m1_out"), py::arg("m2_out"), py::arg("c"),
             py::arg("b1"), py::arg("omb1"), py::arg("b2"), py::arg("omb2"), py::arg("step"), py::arg("epsc"),
             py::arg("bound"),
-            "The default configuration's update in one pass (see csrc/mask_step.cpp); returns ({sums and counts},).");
+            "The default configuration's update in one pass (see csrc/mask_step.cpp); returns its sums and counts.");
     mod.def(
         "set_num_threads", [](int n) { g_threads = n > 0 ? n : 0; }, py::arg("n"),
         "Threads for the OpenMP loops (0 = OpenMP default); no effect without OpenMP.");

@@ -743,4 +743,4 @@ def update_exp_mean_log(theta: np.ndarray, m: np.ndarray, g: np.ndarray, m1: np.
     (new theta). The float32 arithmetic is afmask.mask.optim.Adam's and afmask.mask.terms' (see
     tests/test_mask_fused.py)."""
     return _ext().update_exp_mean_log(theta, m, g, m1, m2, outs[0], outs[1], outs[2], c, b1, 1 - b1, b2, 1 - b2,
-                                      step, epsc, bound)[0]
+                                      step, epsc, bound)
