@@ -874,6 +874,27 @@ void py_normalise(py::handle mag_, py::handle out_, const std::vector<double> &m
 }
 
 // Per sample: sum(dy) and sum(dy * mag) in float64.
+inline void grad_stats_body(const Strided3 &dy, const float *mag, double *sd, double *sdx) {
+    for (py::ssize_t s = 0; s < dy.S; ++s) {
+        double a = 0.0, b = 0.0;
+        for (py::ssize_t t = 0; t < dy.T; ++t) {
+            const float *d = dy.data + dy.st * t + dy.ss * s;
+            const float *x = mag + dy.K * (t + dy.T * s);
+            double ca = 0.0, cb = 0.0;
+            AFMASK_PRAGMA(omp simd reduction(+ : ca, cb))
+            for (py::ssize_t k = 0; k < dy.K; ++k) {
+                ca += static_cast<double>(d[k]);
+                cb += static_cast<double>(d[k]) * static_cast<double>(x[k]);
+            }
+            a += ca;
+            b += cb;
+        }
+        sd[s] = a;
+        sdx[s] = b;
+    }
+}
+AFMASK_TWICE(grad_stats, (const Strided3 &dy, const float *mag, double *sd, double *sdx), (dy, mag, sd, sdx))
+
 py::tuple py_grad_stats(py::handle dy_, py::handle mag_) {
     const Strided3 dy = check_strided(dy_, "dy", false);
     const View mag = check(mag_, "mag", false);
@@ -883,23 +904,7 @@ py::tuple py_grad_stats(py::handle dy_, py::handle mag_) {
     std::vector<double> sd(static_cast<size_t>(dy.S)), sdx(static_cast<size_t>(dy.S));
     {
         py::gil_scoped_release release;
-        for (py::ssize_t s = 0; s < dy.S; ++s) {
-            double a = 0.0, b = 0.0;
-            for (py::ssize_t t = 0; t < dy.T; ++t) {
-                const float *d = dy.data + dy.st * t + dy.ss * s;
-                const float *x = mag.data + dy.K * (t + dy.T * s);
-                double ca = 0.0, cb = 0.0;
-                AFMASK_PRAGMA(omp simd reduction(+ : ca, cb))
-                for (py::ssize_t k = 0; k < dy.K; ++k) {
-                    ca += static_cast<double>(d[k]);
-                    cb += static_cast<double>(d[k]) * static_cast<double>(x[k]);
-                }
-                a += ca;
-                b += cb;
-            }
-            sd[s] = a;
-            sdx[s] = b;
-        }
+        grad_stats(dy, mag.data, sd.data(), sdx.data());
     }
     return py::make_tuple(py::cast(sd), py::cast(sdx));
 }
