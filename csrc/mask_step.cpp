@@ -18,10 +18,13 @@
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cfloat>
 #include <cmath>
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -705,6 +708,397 @@ py::tuple py_backward(py::handle xgrad_, py::handle x_, py::handle eps_, py::han
     return py::make_tuple(r.m_sqnorm_next, r.mgrad_sqnorm, r.nonfinite);
 }
 
+
+// ---------------------------------------------------------------------------
+// The rest of an iteration around the fused step (afmask.mask.objective, afmask.mask.run): the network
+// input's per-sample statistics, its normalisation into the network's time-major layout, the normalisation's
+// backward, and the default configuration's update (exp parametrisation, mean-log regulariser, Adam, bound).
+// Every float32 operation is the one NumPy does, in the same order (no FMA: the AVX variants target AVX
+// only), so the float32 results are NumPy's bit for bit; only the float64 sums add in another order.
+
+// The elementwise loops below are compiled twice, for SSE2 and for AVX, from one body.
+#ifdef AFMASK_AVX
+#define AFMASK_TWICE(name, params, args)                               \
+    AFMASK_AVX_FN void name##_avx params { name##_body args; }         \
+    void name##_base params { name##_body args; }                      \
+    inline void name params {                                          \
+        if (best_simd_level() >= 2) name##_avx args; else name##_base args; \
+    }
+#else
+#define AFMASK_TWICE(name, params, args) \
+    inline void name params { name##_body args; }
+#endif
+
+struct Sums {
+    double sum = 0.0, sq = 0.0;
+};
+
+// mag of one frame (column) and its float64 sum and sum of squares.
+// mag of one frame (column) and its float64 sum and sum of squares. No integer count in the vector loop (it
+// would keep the AVX variant to 128-bit vectors): the sums are not finite exactly when a magnitude is not.
+#define AFMASK_MAG_COLUMN(xc, ec, mc, oc, K, sx, sq)                                      \
+    AFMASK_PRAGMA(omp simd reduction(+ : sx, sq))                                        \
+    for (py::ssize_t k = 0; k < K; ++k) {                                                \
+        const float re = xc[2 * k] + ec[2 * k] * mc[2 * k];                              \
+        const float im = xc[2 * k + 1] + ec[2 * k + 1] * mc[2 * k + 1];                  \
+        const float a = std::sqrt(re * re + im * im);                                    \
+        oc[k] = a;                                                                       \
+        sx += static_cast<double>(a);                                                    \
+        sq += static_cast<double>(a) * a;                                                \
+    }
+
+inline void mag_stats_cols_body(const float *x, const float *eps, const float *m, float *mag, py::ssize_t K,
+                                py::ssize_t t0, py::ssize_t t1, py::ssize_t T, py::ssize_t s, double &sx,
+                                double &sq, long long &bad) {
+    for (py::ssize_t t = t0; t < t1; ++t) {
+        const float *xc = x + 2 * K * t, *mc = m + 2 * K * t, *ec = eps + 2 * K * (t + T * s);
+        float *oc = mag + K * (t + T * s);
+        double cx = 0.0, cq = 0.0;
+        AFMASK_MAG_COLUMN(xc, ec, mc, oc, K, cx, cq)
+        if (!(std::fabs(cx) <= DBL_MAX && cq <= DBL_MAX)) {
+            for (py::ssize_t k = 0; k < K; ++k) bad += !(oc[k] <= FLT_MAX);
+        }
+        sx += cx;
+        sq += cq;
+    }
+}
+AFMASK_TWICE(mag_stats_cols,
+             (const float *x, const float *eps, const float *m, float *mag, py::ssize_t K, py::ssize_t t0,
+              py::ssize_t t1, py::ssize_t T, py::ssize_t s, double &sx, double &sq, long long &bad),
+             (x, eps, m, mag, K, t0, t1, T, s, sx, sq, bad))
+
+// forward_kernel's magnitudes plus each sample's float64 sum and sum of squares of them.
+long long forward_stats_kernel(const float *x, const float *eps, const float *m, float *mag, py::ssize_t K,
+                               py::ssize_t T, py::ssize_t S, std::vector<Sums> &sums) {
+    long long bad = 0;
+    constexpr py::ssize_t chunk = 16;
+    for (py::ssize_t s = 0; s < S; ++s) {
+        double sx = 0.0, sq = 0.0;
+        const long long chunks = (T + chunk - 1) / chunk;
+        AFMASK_PRAGMA(omp parallel for schedule(dynamic, 1) reduction(+ : sx, sq, bad)
+                      num_threads(g_threads > 0 ? g_threads : omp_get_max_threads())
+                      if (static_cast<long long>(T) * K >= kParallelMinPairs))
+        for (long long c = 0; c < chunks; ++c) {
+            const py::ssize_t t0 = c * chunk, t1 = std::min<py::ssize_t>(T, t0 + chunk);
+            mag_stats_cols(x, eps, m, mag, K, t0, t1, T, s, sx, sq, bad);
+        }
+        sums[s].sum = sx;
+        sums[s].sq = sq;
+    }
+    return bad;
+}
+
+py::tuple py_forward_stats(py::handle x_, py::handle eps_, py::handle m_, py::handle mag_) {
+    const View x = check(x_, "x", false), eps = check(eps_, "eps", false), m = check(m_, "m", false),
+               mag = check(mag_, "mag", true);
+    const Dims d = dims_of(x, eps);
+    expect_shape(m, "m", d.xshape);
+    expect_shape(mag, "mag", d.kshape);
+    expect_disjoint(mag, "mag", x, "x");
+    expect_disjoint(mag, "mag", eps, "eps");
+    expect_disjoint(mag, "mag", m, "m");
+    std::vector<Sums> sums(static_cast<size_t>(d.S));
+    long long bad;
+    {
+        py::gil_scoped_release release;
+        bad = forward_stats_kernel(x.data, eps.data, m.data, mag.data, d.K, d.T, d.S, sums);
+    }
+    py::list sx, sq;
+    for (const Sums &v : sums) {
+        sx.append(v.sum);
+        sq.append(v.sq);
+    }
+    return py::make_tuple(bad, sx, sq);
+}
+
+// A (T, K, S) view given by its element strides; k must be the contiguous one.
+struct Strided3 {
+    float *data = nullptr;
+    py::ssize_t T = 0, K = 0, S = 0, st = 0, ss = 0;
+};
+
+Strided3 check_strided(py::handle obj, const char *name, bool written) {
+    if (!py::isinstance<py::array>(obj)) throw py::type_error(std::string(name) + ": expected a numpy.ndarray");
+    auto arr = py::reinterpret_borrow<py::array>(obj);
+    if (!arr.dtype().equal(py::dtype::of<float>())) {
+        throw py::type_error(std::string(name) + ": expected dtype float32 (native byte order), got " +
+                             std::string(py::str(arr.dtype())));
+    }
+    if (arr.ndim() != 3) throw py::value_error(std::string(name) + ": expected a 3-D (T, K, S) array");
+    if (written && !arr.writeable()) throw py::value_error(std::string(name) + ": is written but read-only");
+    Strided3 v;
+    v.T = arr.shape(0);
+    v.K = arr.shape(1);
+    v.S = arr.shape(2);
+    const py::ssize_t f = static_cast<py::ssize_t>(sizeof(float));
+    if (arr.strides(0) % f || arr.strides(2) % f || (v.K > 1 && arr.strides(1) != f) ||
+        reinterpret_cast<std::uintptr_t>(arr.data()) % alignof(float)) {
+        throw py::value_error(std::string(name) + ": expected float32 strides with K contiguous, got strides " +
+                              std::to_string(arr.strides(0)) + ", " + std::to_string(arr.strides(1)) + ", " +
+                              std::to_string(arr.strides(2)));
+    }
+    v.st = arr.strides(0) / f;
+    v.ss = arr.strides(2) / f;
+    v.data = static_cast<float *>(const_cast<void *>(arr.data()));
+    return v;
+}
+
+// out[t, k, s] = (mag[k, t, s] - mean_s) / stdev_s in float32 (NumPy's subtract and divide by float32 scalars).
+inline void normalise_body(const float *mag, const Strided3 &out, const float *mf, const float *sf) {
+    for (py::ssize_t s = 0; s < out.S; ++s) {
+        const float mu = mf[s], sd = sf[s];
+        for (py::ssize_t t = 0; t < out.T; ++t) {
+            const float *src = mag + out.K * (t + out.T * s);
+            float *dst = out.data + out.st * t + out.ss * s;
+            AFMASK_PRAGMA(omp simd)
+            for (py::ssize_t k = 0; k < out.K; ++k) dst[k] = (src[k] - mu) / sd;
+        }
+    }
+}
+AFMASK_TWICE(normalise, (const float *mag, const Strided3 &out, const float *mf, const float *sf),
+             (mag, out, mf, sf))
+
+void py_normalise(py::handle mag_, py::handle out_, const std::vector<double> &mean, const std::vector<double> &stdev) {
+    const View mag = check(mag_, "mag", false);
+    const Strided3 out = check_strided(out_, "out", true);
+    const std::vector<py::ssize_t> want =
+        mag.shape.size() == 2 ? std::vector<py::ssize_t>{out.K, out.T} : std::vector<py::ssize_t>{out.K, out.T, out.S};
+    if (mag.shape.size() == 2 && out.S != 1) throw py::value_error("out: expected S = 1 for a 2-D mag");
+    expect_shape(mag, "mag", want);
+    if (static_cast<py::ssize_t>(mean.size()) != out.S || static_cast<py::ssize_t>(stdev.size()) != out.S) {
+        throw py::value_error("mean, stdev: expected one value per sample");
+    }
+    std::vector<float> mf(mean.begin(), mean.end()), sf(stdev.begin(), stdev.end());
+    py::gil_scoped_release release;
+    normalise(mag.data, out, mf.data(), sf.data());
+}
+
+// Per sample: sum(dy) and sum(dy * mag) in float64.
+inline void grad_stats_body(const Strided3 &dy, const float *mag, double *sd, double *sdx) {
+    for (py::ssize_t s = 0; s < dy.S; ++s) {
+        double a = 0.0, b = 0.0;
+        for (py::ssize_t t = 0; t < dy.T; ++t) {
+            const float *d = dy.data + dy.st * t + dy.ss * s;
+            const float *x = mag + dy.K * (t + dy.T * s);
+            double ca = 0.0, cb = 0.0;
+            AFMASK_PRAGMA(omp simd reduction(+ : ca, cb))
+            for (py::ssize_t k = 0; k < dy.K; ++k) {
+                ca += static_cast<double>(d[k]);
+                cb += static_cast<double>(d[k]) * static_cast<double>(x[k]);
+            }
+            a += ca;
+            b += cb;
+        }
+        sd[s] = a;
+        sdx[s] = b;
+    }
+}
+AFMASK_TWICE(grad_stats, (const Strided3 &dy, const float *mag, double *sd, double *sdx), (dy, mag, sd, sdx))
+
+py::tuple py_grad_stats(py::handle dy_, py::handle mag_) {
+    const Strided3 dy = check_strided(dy_, "dy", false);
+    const View mag = check(mag_, "mag", false);
+    const std::vector<py::ssize_t> want =
+        mag.shape.size() == 2 ? std::vector<py::ssize_t>{dy.K, dy.T} : std::vector<py::ssize_t>{dy.K, dy.T, dy.S};
+    expect_shape(mag, "mag", want);
+    std::vector<double> sd(static_cast<size_t>(dy.S)), sdx(static_cast<size_t>(dy.S));
+    {
+        py::gil_scoped_release release;
+        grad_stats(dy, mag.data, sd.data(), sdx.data());
+    }
+    return py::make_tuple(py::cast(sd), py::cast(sdx));
+}
+
+// xgrad[k, t, s] = (dy[t, k, s] * a_s + mag[k, t, s] * b_s) + c_s in float32: the normalisation's backward
+// written into the layout the fused step reads.
+inline void norm_backward_body(const Strided3 &dy, const float *mag, float *xg, const float *a, const float *b,
+                               const float *c) {
+    for (py::ssize_t s = 0; s < dy.S; ++s) {
+        const float as = a[s], bs = b[s], cs = c[s];
+        for (py::ssize_t t = 0; t < dy.T; ++t) {
+            const float *d = dy.data + dy.st * t + dy.ss * s;
+            const float *x = mag + dy.K * (t + dy.T * s);
+            float *o = xg + dy.K * (t + dy.T * s);
+            AFMASK_PRAGMA(omp simd)
+            for (py::ssize_t k = 0; k < dy.K; ++k) o[k] = (d[k] * as + x[k] * bs) + cs;
+        }
+    }
+}
+AFMASK_TWICE(norm_backward,
+             (const Strided3 &dy, const float *mag, float *xg, const float *a, const float *b, const float *c),
+             (dy, mag, xg, a, b, c))
+
+void py_norm_backward(py::handle dy_, py::handle mag_, py::handle xg_, const std::vector<double> &a,
+                      const std::vector<double> &b, const std::vector<double> &c) {
+    const Strided3 dy = check_strided(dy_, "dy", false);
+    const View mag = check(mag_, "mag", false), xg = check(xg_, "xgrad", true);
+    const std::vector<py::ssize_t> want =
+        mag.shape.size() == 2 ? std::vector<py::ssize_t>{dy.K, dy.T} : std::vector<py::ssize_t>{dy.K, dy.T, dy.S};
+    expect_shape(mag, "mag", want);
+    expect_shape(xg, "xgrad", want);
+    expect_disjoint(xg, "xgrad", mag, "mag");
+    const py::ssize_t n = static_cast<py::ssize_t>(dy.S);
+    if (static_cast<py::ssize_t>(a.size()) != n || static_cast<py::ssize_t>(b.size()) != n ||
+        static_cast<py::ssize_t>(c.size()) != n) {
+        throw py::value_error("a, b, c: expected one value per sample");
+    }
+    std::vector<float> af(a.begin(), a.end()), bf(b.begin(), b.end()), cf(c.begin(), c.end());
+    py::gil_scoped_release release;
+    norm_backward(dy, mag.data, xg.data, af.data(), bf.data(), cf.data());
+}
+
+// The default update in one pass over theta, m, the data gradient and Adam's moments:
+//   g_reg = c / m; grad = (g + g_reg) * m; m1 = m1*b1 + grad*(1-b1); m2 = m2*b2 + grad*grad*(1-b2);
+//   theta' = min(theta - m1*step / (sqrt(m2) + eps'), bound)
+// with the float64 sums the log row needs: sum m, sum m^2, sum g_reg^2, sum log|m|, and counts of m that
+// are 0, subnormal, Inf or NaN ("special": the caller then runs the generic update, which says why) and of
+// non-finite new theta. sum log|m| = ln 2 * sum(exponents) + log(product of the mantissas in [1, 2)), the
+// products taken over at most 512 elements (< 2^512, no overflow) in float64: as exact as a sum of logs.
+struct UpdateSums {
+    double sm = 0.0, sm2 = 0.0, sg2 = 0.0, slog = 0.0;
+    long long esum = 0, special = 0, nonfinite = 0;
+};
+
+struct UpdateArgs {
+    const float *theta, *m, *g, *m1, *m2;
+    float *theta_out, *m1_out, *m2_out;
+    float c, b1, omb1, b2, omb2, step, epsc, bound;
+};
+
+inline void update_range_body(const UpdateArgs &u, py::ssize_t i0, py::ssize_t i1, UpdateSums &r) {
+    constexpr py::ssize_t chunk = 512;
+    for (py::ssize_t j0 = i0; j0 < i1; j0 += chunk) {
+        const py::ssize_t j1 = std::min(i1, j0 + chunk);
+        double sm = 0.0, sm2 = 0.0, sg2 = 0.0, prod = 1.0;
+        long long esum = 0, special = 0, nonfinite = 0;
+        AFMASK_PRAGMA(omp simd reduction(+ : sm, sm2, sg2, esum, special, nonfinite) reduction(* : prod))
+        for (py::ssize_t i = j0; i < j1; ++i) {
+            const float mi = u.m[i];
+            const float greg = u.c / mi;
+            const float grad = (u.g[i] + greg) * mi;
+            const float n1 = u.m1[i] * u.b1 + grad * u.omb1;
+            const float n2 = u.m2[i] * u.b2 + (grad * grad) * u.omb2;
+            const float q = (n1 * u.step) / (std::sqrt(n2) + u.epsc);
+            const float nt0 = u.theta[i] - q;
+            const float nt = nt0 > u.bound ? u.bound : nt0;  // np.minimum: NaN stays NaN
+            u.m1_out[i] = n1;
+            u.m2_out[i] = n2;
+            u.theta_out[i] = nt;
+            nonfinite += !(std::fabs(nt) <= FLT_MAX);
+            std::uint32_t bits;
+            std::memcpy(&bits, &mi, sizeof bits);
+            const std::uint32_t e = (bits >> 23) & 0xffu;
+            special += (e == 0u) | (e == 0xffu);
+            esum += static_cast<long long>(e);
+            const std::uint32_t fb = (bits & 0x007fffffu) | 0x3f800000u;  // the mantissa as a float in [1, 2)
+            float f;
+            std::memcpy(&f, &fb, sizeof f);
+            prod *= static_cast<double>(f);
+            sm += static_cast<double>(mi);
+            sm2 += static_cast<double>(mi) * mi;
+            sg2 += static_cast<double>(greg) * greg;
+        }
+        r.sm += sm;
+        r.sm2 += sm2;
+        r.sg2 += sg2;
+        r.slog += std::log(prod);
+        r.esum += esum - 127LL * (j1 - j0);
+        r.special += special;
+        r.nonfinite += nonfinite;
+    }
+}
+// SSE2 only: its integer lanes (the exponents) need AVX2 in 256-bit vectors, and GCC then left the AVX loop scalar.
+inline void update_range(const UpdateArgs &u, py::ssize_t i0, py::ssize_t i1, UpdateSums &r) {
+    update_range_body(u, i0, i1, r);
+}
+
+py::dict py_update_exp_mean_log(py::handle theta_, py::handle m_, py::handle g_, py::handle m1_, py::handle m2_,
+                                 py::handle theta_out_, py::handle m1_out_, py::handle m2_out_, double c, double b1,
+                                 double omb1, double b2, double omb2, double step, double epsc, double bound) {
+    const View theta = check(theta_, "theta", false), m = check(m_, "m", false), g = check(g_, "g", false),
+               m1 = check(m1_, "m1", false), m2 = check(m2_, "m2", false),
+               theta_out = check(theta_out_, "theta_out", true), m1_out = check(m1_out_, "m1_out", true),
+               m2_out = check(m2_out_, "m2_out", true);
+    const View *ins[] = {&theta, &m, &g, &m1, &m2};
+    const char *in_names[] = {"theta", "m", "g", "m1", "m2"};
+    const View *outs[] = {&theta_out, &m1_out, &m2_out};
+    const char *out_names[] = {"theta_out", "m1_out", "m2_out"};
+    for (const View *v : ins) expect_shape(*v, "theta, m, g, m1, m2", theta.shape);
+    for (int o = 0; o < 3; ++o) {
+        expect_shape(*outs[o], out_names[o], theta.shape);
+        // elementwise: an output may be its own input (in place), never overlap another array
+        for (int i = 0; i < 5; ++i) {
+            if (!(outs[o]->data == ins[i]->data && i == (o == 0 ? 0 : o + 2))) expect_disjoint(*outs[o], out_names[o], *ins[i], in_names[i]);
+        }
+        for (int p = 0; p < o; ++p) expect_disjoint(*outs[o], out_names[o], *outs[p], out_names[p]);
+    }
+    UpdateArgs u{theta.data, m.data, g.data, m1.data, m2.data, theta_out.data, m1_out.data, m2_out.data,
+                 static_cast<float>(c), static_cast<float>(b1), static_cast<float>(omb1), static_cast<float>(b2),
+                 static_cast<float>(omb2), static_cast<float>(step), static_cast<float>(epsc),
+                 static_cast<float>(bound)};
+    py::ssize_t n = 1;
+    for (py::ssize_t v : theta.shape) n *= v;
+    UpdateSums r;
+    {
+        py::gil_scoped_release release;
+        constexpr py::ssize_t block = 1 << 14;
+        const long long blocks = (n + block - 1) / block;
+        double sm = 0.0, sm2 = 0.0, sg2 = 0.0, slog = 0.0;
+        long long esum = 0, special = 0, nonfinite = 0;
+        AFMASK_PRAGMA(omp parallel for schedule(dynamic, 1) reduction(+ : sm, sm2, sg2, slog, esum, special, nonfinite)
+                      num_threads(g_threads > 0 ? g_threads : omp_get_max_threads())
+                      if (n >= 4 * kParallelMinPairs))
+        for (long long b = 0; b < blocks; ++b) {
+            UpdateSums part;
+            update_range(u, b * block, std::min<py::ssize_t>(n, (b + 1) * block), part);
+            sm += part.sm;
+            sm2 += part.sm2;
+            sg2 += part.sg2;
+            slog += part.slog;
+            esum += part.esum;
+            special += part.special;
+            nonfinite += part.nonfinite;
+        }
+        r.sm = sm, r.sm2 = sm2, r.sg2 = sg2, r.slog = slog, r.esum = esum, r.special = special, r.nonfinite = nonfinite;
+    }
+    const double sum_log = r.slog + static_cast<double>(r.esum) * 0.69314718055994530942;
+    py::dict out;
+    out["sum_m"] = r.sm;
+    out["sum_m2"] = r.sm2;
+    out["sum_greg2"] = r.sg2;
+    out["sum_log_m"] = sum_log;
+    out["special"] = r.special;
+    out["nonfinite"] = r.nonfinite;
+    return out;
+}
+
+// Attenuation noise eps[2k + r, t, s] = u[k, t, s] * negx[2k + r, t] (negx = -x): one u per bin for its two rows.
+inline void attenuate_body(const float *u, const float *negx, float *eps, py::ssize_t K, py::ssize_t T, py::ssize_t S) {
+    for (py::ssize_t s = 0; s < S; ++s) {
+        for (py::ssize_t t = 0; t < T; ++t) {
+            const float *uc = u + K * (t + T * s), *xc = negx + 2 * K * t;
+            float *ec = eps + 2 * K * (t + T * s);
+            AFMASK_PRAGMA(omp simd)
+            for (py::ssize_t k = 0; k < K; ++k) {
+                ec[2 * k] = uc[k] * xc[2 * k];
+                ec[2 * k + 1] = uc[k] * xc[2 * k + 1];
+            }
+        }
+    }
+}
+AFMASK_TWICE(attenuate, (const float *u, const float *negx, float *eps, py::ssize_t K, py::ssize_t T, py::ssize_t S),
+             (u, negx, eps, K, T, S))
+
+void py_attenuate(py::handle u_, py::handle negx_, py::handle eps_) {
+    const View u = check(u_, "u", false), negx = check(negx_, "negx", false), eps = check(eps_, "eps", true);
+    const Dims d = dims_of(negx, eps);
+    expect_shape(u, "u", d.kshape);
+    expect_disjoint(eps, "eps", u, "u");
+    expect_disjoint(eps, "eps", negx, "negx");
+    py::gil_scoped_release release;
+    attenuate(u.data, negx.data, eps.data, d.K, d.T, d.S);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_ext, mod) {
@@ -724,6 +1118,21 @@ PYBIND11_MODULE(_ext, mod) {
             "(||m_next||^2, ||mgrad||^2, nonfinite count). simd: 'auto' (the best here), or 'avx', 'sse2', "
             "'none' (the portable scalar loop) to test each.");
     mod.attr("simd") = py::str(simd_name(best_simd_level()));
+    mod.def("forward_stats", &py_forward_stats, py::arg("x"), py::arg("eps"), py::arg("m"), py::arg("mag"),
+            "forward, and each sample's float64 sum and sum of squares of the magnitudes: (nonfinite, sums, sumsqs).");
+    mod.def("normalise", &py_normalise, py::arg("mag"), py::arg("out"), py::arg("mean"), py::arg("stdev"),
+            "out (T, K, S view, K contiguous) = (mag (K, T[, S]) - mean_s) / stdev_s in float32.");
+    mod.def("grad_stats", &py_grad_stats, py::arg("dy"), py::arg("mag"),
+            "Per sample float64 sum(dy) and sum(dy * mag): dy a (T, K, S) view with K contiguous.");
+    mod.def("norm_backward", &py_norm_backward, py::arg("dy"), py::arg("mag"), py::arg("xgrad"), py::arg("a"),
+            py::arg("b"), py::arg("c"), "xgrad (K, T[, S]) = (dy * a_s + mag * b_s) + c_s in float32.");
+    mod.def("attenuate", &py_attenuate, py::arg("u"), py::arg("negx"), py::arg("eps"),
+            "eps (2K, T[, S]) = u (K, T[, S]) * negx (2K, T), one u for both rows of a bin.");
+    mod.def("update_exp_mean_log", &py_update_exp_mean_log, py::arg("theta"), py::arg("m"), py::arg("g"),
+            py::arg("m1"), py::arg("m2"), py::arg("theta_out"), py::arg("m1_out"), py::arg("m2_out"), py::arg("c"),
+            py::arg("b1"), py::arg("omb1"), py::arg("b2"), py::arg("omb2"), py::arg("step"), py::arg("epsc"),
+            py::arg("bound"),
+            "The default configuration's update in one pass (see csrc/mask_step.cpp); returns its sums and counts.");
     mod.def(
         "set_num_threads", [](int n) { g_threads = n > 0 ? n : 0; }, py::arg("n"),
         "Threads for the OpenMP loops (0 = OpenMP default); no effect without OpenMP.");

@@ -11,6 +11,7 @@ it then keeps for the next call.
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 #: The most bytes a pool keeps; past it the pool is emptied (a new length or batch size).
@@ -26,9 +27,16 @@ class Pool:
         self.max_bytes = max_bytes
         self._bufs: dict = {}
         self._bytes = 0
+        # the noise is drawn into pooled buffers in a background thread while the loop takes its own: a free
+        # buffer must go to one taker only (once returned, the taker's reference marks it as in use)
+        self._lock = threading.Lock()
 
     def take(self, xp: Any, shape: tuple, dtype: Any, zero: bool = False) -> Any:
         """An array of ``shape`` and ``dtype`` (zero-filled if asked) that no one else references."""
+        with self._lock:
+            return self._take(xp, shape, dtype, zero)
+
+    def _take(self, xp: Any, shape: tuple, dtype: Any, zero: bool) -> Any:
         key = (xp.__name__, shape, dtype)
         bufs = self._bufs.setdefault(key, [])
         for a in bufs:
@@ -40,7 +48,7 @@ class Pool:
         a = xp.zeros(shape, dtype) if zero else xp.empty(shape, dtype)
         if len(bufs) < PER_KEY:
             if self._bytes + a.nbytes > self.max_bytes:
-                self.clear()
+                self._clear()
                 bufs = self._bufs.setdefault(key, [])
             bufs.append(a)
             self._bytes += a.nbytes
@@ -48,6 +56,10 @@ class Pool:
 
     def clear(self) -> None:
         """Forget every buffer (those still in use live on with their users)."""
+        with self._lock:
+            self._clear()
+
+    def _clear(self) -> None:
         self._bufs.clear()
         self._bytes = 0
 

@@ -715,3 +715,32 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """Threads the extension's loops use (1 when it was built without OpenMP)."""
     return int(_ext().get_num_threads())
+
+
+# ---------------------------------------------------------------------------
+# The rest of an iteration on NumPy arrays, in the extension (None where it is not built): the network input's
+# statistics and normalisation, the normalisation's backward, and the default update. Each computes what the
+# NumPy code beside its caller computes, with the same float32 operations in the same order; only float64 sums
+# add in another order.
+
+
+def extension() -> Any:
+    """The built extension module, or None where it is not built."""
+    return _ext_or_reason()[0]
+
+
+def forward_stats(x: np.ndarray, eps: np.ndarray, m: np.ndarray, out: np.ndarray) -> tuple[int, list, list]:
+    """forward on the ext path into ``out`` (K, T[, S]), also each sample's float64 sum and sum of squares of the
+    magnitudes: (non-finite count, sums, sums of squares). No finiteness check (the caller raises)."""
+    return _ext().forward_stats(x, eps, m, out)
+
+
+def update_exp_mean_log(theta: np.ndarray, m: np.ndarray, g: np.ndarray, m1: np.ndarray, m2: np.ndarray,
+                        outs: tuple, c: float, b1: float, b2: float, step: float, epsc: float, bound: float) -> dict:
+    """One Adam step of theta for m = exp(theta) and the mean-log regulariser with ``c = -2 lam / N`` (all (2K, T)
+    float32 F-order), bounded at ``bound``, into ``outs`` = (theta, m1, m2); returns the float64 sums
+    (sum_m, sum_m2, sum_greg2, sum_log_m) and the counts "special" (m 0, subnormal, Inf, NaN) and "nonfinite"
+    (new theta). The float32 arithmetic is afmask.mask.optim.Adam's and afmask.mask.terms' (see
+    tests/test_mask_fused.py)."""
+    return _ext().update_exp_mean_log(theta, m, g, m1, m2, outs[0], outs[1], outs[2], c, b1, 1 - b1, b2, 1 - b2,
+                                      step, epsc, bound)

@@ -16,19 +16,33 @@ from typing import Any
 import numpy as np
 
 from afmask.backend import Backend
+from afmask.backend.workspace import POOL
 
 #: "host": numpy.random.Generator(seed), the same draws on every backend; "device": the backend's generator.
 GENERATORS = ("host", "device")
 
 
-def host_standard_normal(rows: int, T: int, samples: int, seed: int, dtype: Any = np.float32) -> np.ndarray:
-    """N(0, 1) draws (rows, T[, S]) on the host, column-major: the numbers every backend gets for ``seed``."""
+def _draw(fill: Any, shape: tuple, dtype: Any, reuse: bool) -> np.ndarray:
+    """``fill(out=...)`` into a new array of ``shape``, or into a reused one (afmask.backend.workspace) if ``reuse``:
+    the same numbers (a Generator fills ``out`` as it fills a new array), without the fresh pages of a new one."""
+    if not reuse:
+        return fill(size=shape, dtype=dtype)
+    out = POOL.take(np, shape, np.dtype(dtype))
+    fill(dtype=dtype, out=out)
+    return out
+
+
+def host_standard_normal(rows: int, T: int, samples: int, seed: int, dtype: Any = np.float32,
+                         reuse: bool = False) -> np.ndarray:
+    """N(0, 1) draws (rows, T[, S]) on the host, column-major: the numbers every backend gets for ``seed``.
+
+    ``reuse``: into a buffer of the workspace pool, free again once nothing holds the result."""
     rng = np.random.default_rng(seed)
     dt = np.dtype(dtype).type
     # drawn in reversed dims and transposed: column-major memory without a copy
     if samples == 1:
-        return rng.standard_normal((T, rows), dtype=dt).T
-    return rng.standard_normal((samples, T, rows), dtype=dt).transpose(2, 1, 0)
+        return _draw(rng.standard_normal, (T, rows), dt, reuse).T
+    return _draw(rng.standard_normal, (samples, T, rows), dt, reuse).transpose(2, 1, 0)
 
 
 def standard_normal(
@@ -37,7 +51,7 @@ def standard_normal(
     """N(0, 1) noise (rows, T[, S]) as a backend array for ``seed``; ``generator`` "host" or "device" (see GENERATORS)."""
     if generator == "host":
         # one host-to-device copy (none on NumPy); already column-major, so no device transpose
-        return B.asarray(host_standard_normal(rows, T, samples, seed, dtype))
+        return B.asarray(host_standard_normal(rows, T, samples, seed, dtype, reuse=B.name == "numpy"))
     if generator == "device":
         if samples == 1:
             return B.transpose(B.randn((T, rows), seed, dtype))
@@ -45,13 +59,14 @@ def standard_normal(
     raise ValueError(f"noise generator must be one of {', '.join(GENERATORS)}, got {generator!r}")
 
 
-def host_uniform(rows: int, T: int, samples: int, seed: int, dtype: Any = np.float32) -> np.ndarray:
-    """U(0, 1) draws (rows, T[, S]) on the host, column-major: the numbers every backend gets for ``seed``."""
+def host_uniform(rows: int, T: int, samples: int, seed: int, dtype: Any = np.float32, reuse: bool = False) -> np.ndarray:
+    """U(0, 1) draws (rows, T[, S]) on the host, column-major: the numbers every backend gets for ``seed``
+    (``reuse`` as for :func:`host_standard_normal`)."""
     rng = np.random.default_rng(seed)
     dt = np.dtype(dtype).type
     if samples == 1:
-        return rng.random((T, rows), dtype=dt).T
-    return rng.random((samples, T, rows), dtype=dt).transpose(2, 1, 0)
+        return _draw(rng.random, (T, rows), dt, reuse).T
+    return _draw(rng.random, (samples, T, rows), dt, reuse).transpose(2, 1, 0)
 
 
 def uniform(
@@ -59,7 +74,7 @@ def uniform(
 ) -> Any:
     """U(0, 1) noise (rows, T[, S]) as a backend array for ``seed``; ``generator`` as for :func:`standard_normal`."""
     if generator == "host":
-        return B.asarray(host_uniform(rows, T, samples, seed, dtype))
+        return B.asarray(host_uniform(rows, T, samples, seed, dtype, reuse=B.name == "numpy"))
     if generator == "device":
         if samples == 1:
             return B.transpose(B.randu((T, rows), seed, dtype))

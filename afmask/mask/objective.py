@@ -35,6 +35,9 @@ from afmask.mask.postprocess import postprocess
 #: Frames times samples one network pass takes at most: past it a longer batch only adds memory (the GEMMs are
 #: as fast), so long utterances run their noise samples in several passes.
 MAX_BATCH_FRAMES = 8192
+#: On the ext path, the network input's statistics and normalisation and the normalisation's backward run in the
+#: extension too (the same float32 operations; tests compare both ways).
+EXT_PASSES = True
 
 
 def fortran(backend: Backend, a: Any) -> Any:
@@ -161,6 +164,13 @@ class MaskObjective:
         B = self.B
         xp = getattr(B, "xp", None)
         if self.noise == "attenuate" and xp is not None:
+            ext = self._ext_arrays(raw, self.noise_scale)
+            if ext is not None:  # the same products in one pass, into a reused buffer
+                eps = POOL.take(np, (samples, self.T, 2 * self.K), np.float32).transpose(2, 1, 0)
+                if np.ndim(raw) == 2:
+                    eps = eps[:, :, 0]
+                ext.attenuate(raw, self.noise_scale, eps)
+                return B._canon(eps)
             # e = -u * x written once: u (1, K, T, S) broadcast over the pair of rows of -x (2, K, T, 1), so no
             # tiled copy of u and no second full-size array
             eps = xp.empty((2 * self.K, self.T, samples), self.dtype, order="F")
@@ -225,7 +235,9 @@ class MaskObjective:
             inp = B.moddims(inp, (self.T, self.K, 1, S))
         return inp, centred, stdev_arr
 
-    def _network_input_xp(self, mag: Any) -> tuple[Any, "Centred", np.ndarray]:
+    def _network_input_xp(self, mag: Any, stats: Optional[tuple] = None) -> tuple[Any, "Centred", np.ndarray]:
+        """:meth:`network_input` on NumPy/CuPy arrays; ``stats``: each sample's float64 sum and sum of squares of
+        ``mag`` if already known (the extension's forward accumulates them)."""
         B = self.B
         xp = B.xp
         S = B.dims(mag)[2]
@@ -233,22 +245,52 @@ class MaskObjective:
         buf = POOL.take(xp, (self.T, S, self.K), self.dtype)  # time-major: one GEMM per tap reads all samples
         n = float(self.T * self.K)
         means, stdevs, sums = np.empty(S), np.empty(S), np.empty(S)
+        ext = self._ext_arrays(mag)
         for s in range(S):
             x = m3[:, :, s].T  # (T, K)
             # float64 sums (single passes over the float32 values, no float64 copy); the magnitudes are >= 0,
             # so E[x^2] - mean^2 loses nothing in float64
-            sx = float(x.sum(dtype=np.float64))
+            if stats is not None:
+                sx, sq = float(stats[0][s]), float(stats[1][s])
+            else:
+                sx, sq = float(x.sum(dtype=np.float64)), float(xp.einsum("ij,ij->", x, x, dtype=np.float64))
             mean = sx / n
-            var = float(xp.einsum("ij,ij->", x, x, dtype=np.float64)) / n - mean * mean
+            var = sq / n - mean * mean
             stdev = math.sqrt(max(var, 0.0))
             if not stdev > 0:
                 raise ValueError(f"the perturbed magnitudes of sample {s} are constant (stdev {stdev}): cannot normalise")
-            out = buf[:, s, :]
-            xp.subtract(x, mean, out=out)
-            out /= stdev
+            if ext is None:
+                out = buf[:, s, :]
+                xp.subtract(x, mean, out=out)
+                out /= stdev
             means[s], stdevs[s], sums[s] = mean, stdev, sx
+        if ext is not None:  # the same float32 subtract and divide, all samples in one pass
+            ext.normalise(mag, buf.transpose(0, 2, 1), means.tolist(), stdevs.tolist())
         inp = buf.transpose(0, 2, 1)[:, :, None, :]  # (T, K, 1, S) view
         return B._canon(inp), Centred(mag, means, sums), stdevs
+
+    def _ext_arrays(self, *arrays: Any) -> Any:
+        """The extension, where it may take these arrays (NumPy float32, column-major, the ext path); else None."""
+        if not EXT_PASSES or self.kernel_path != "ext" or self.B.name != "numpy" or self.dtype != np.float32:
+            return None
+        if not all(isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.f_contiguous for a in arrays):
+            return None
+        return mask_step.extension()
+
+    def _magnitudes_stats(self, m: Any, eps: Any) -> tuple[Any, Optional[tuple]]:
+        """:meth:`magnitudes` and, on the ext path with NumPy statistics, each sample's float64 sum and sum of
+        squares of them from the same pass (else None), into a reused buffer."""
+        ext = self._ext_arrays(self.x, eps, m) if self.stats != "arrayfire_cpu" else None
+        if ext is None:
+            return self.magnitudes(m, eps), None
+        S = self.B.dims(eps)[2]
+        mag = POOL.take(np, (S, self.T, self.K), np.float32).transpose(2, 1, 0)  # column-major (K, T, S)
+        if np.ndim(eps) == 2:
+            mag = mag[:, :, 0]
+        bad, sums, squares = ext.forward_stats(self.x, eps, m, mag)
+        if bad:
+            mask_step._raise_nonfinite(bad, "forward")
+        return mag, (sums, squares)
 
     def distance(self, current: Variable, samples: int, pre: Optional[Variable] = None) -> Variable:
         """Mean over samples of ``||pre - cur||_F^2``; ``pre`` defaults to the clean output.
@@ -266,8 +308,8 @@ class MaskObjective:
         B = self.B
         S = B.dims(eps)[2]
         m = fortran(B, m)
-        mag = self.magnitudes(m, eps)
-        inp, centred, stdev = self.network_input(mag)
+        mag, stats = self._magnitudes_stats(m, eps)
+        inp, centred, stdev = self._network_input_xp(mag, stats) if stats is not None else self.network_input(mag)
         input_var = _leaf(inp, B, True)
         output = self.model(input_var)
         current = postprocess(output, self.variant)
@@ -313,6 +355,26 @@ class MaskObjective:
         m3 = B._4d(centred.mag)[:, :, :, 0]
         dy4 = B._4d(dy)
         out = POOL.take(xp, (S, self.T, self.K), self.dtype)  # column-major (K, T, S): what the kernel reads
+        ext = self._ext_arrays(centred.mag)
+        d3 = dy4[:, :, 0, :] if dy4.shape[2] == 1 else dy4[:, :, :, 0]  # (T, K, S)
+        if ext is not None and isinstance(dy, np.ndarray) and dy.dtype == np.float32 and (self.K == 1 or d3.strides[1] == 4):
+            # the same sums and float32 operations as below, in two passes of the extension
+            n = float(self.T * self.K)
+            sds, sdxs = ext.grad_stats(d3, centred.mag)
+            a, b, c = [], [], []
+            for s in range(S):
+                mean, sigma, sd = float(centred.mean[s]), float(stdev[s]), sds[s]
+                sdc = sdxs[s] - mean * sd
+                sc = float(centred.sum[s]) - n * mean
+                dsigma2 = sdc * -0.5 * (sigma * sigma) ** -1.5
+                dmu = sd * (-1.0 / sigma) + sc * -2.0 * dsigma2 / n
+                bs = scale * dsigma2 * 2.0 / n
+                a.append(scale / sigma)
+                b.append(bs)
+                c.append(scale * dmu / n - bs * mean)
+            xg = out.transpose(2, 1, 0)
+            ext.norm_backward(d3, centred.mag, xg if centred.mag.ndim == 3 else xg[:, :, 0], a, b, c)
+            return B._canon(xg)
         tmp = POOL.take(xp, (self.T, self.K), self.dtype)
         n = float(self.T * self.K)
         for s in range(S):

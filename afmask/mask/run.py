@@ -28,11 +28,13 @@ from afmask.mask import terms
 from afmask.mask.config import MaskConfig
 from afmask.mask.monitor import ConvergenceMonitor
 from afmask.mask.objective import MaskObjective, fortran
-from afmask.mask.optim import make_optimizer
+from afmask.mask.optim import Adam, make_optimizer
 
 #: Columns of log.csv, one row per iteration.
 LOG_COLUMNS = ("iteration", "total", "f_term", "reg_term", "grad_f_norm", "grad_reg_norm", "m_mean", "m_var", "seconds")
 CHECKPOINT = "checkpoint.npz"
+#: Run the default configuration's update in one pass of the extension where it applies (tests compare both ways).
+FUSED_UPDATE = True
 #: Draw the next iteration's noise during this one (NumPy backend; the same numbers either way).
 PREFETCH_NOISE = True
 CONFIG_FILE = "config.json"
@@ -146,7 +148,8 @@ class MaskRun:
         """The noise for ``seed``: drawn ahead on the NumPy backend (the same numbers, see prefetch_noise)."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == seed:
-            return self.obj.noise_from(ahead[1].result(), self.cfg.samples)
+            drawn = ahead[1].result()
+            return drawn if self.obj.noise != "attenuate" else self.obj.noise_from(drawn, self.cfg.samples)
         return self.obj.draw_noise(seed, self.cfg.samples, self.cfg.noise_generator)
 
     def prefetch_noise(self, seed: int) -> None:
@@ -161,8 +164,10 @@ class MaskRun:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="afmask-noise")
-        # only the random numbers: for attenuation that is u (K x T per sample), half the size of the noise
-        self._ahead = (seed, self._pool.submit(self.obj.draw_raw, seed, self.cfg.samples, self.cfg.noise_generator))
+        # only the random numbers for attenuation (u, K x T per sample: half the size of the noise); the other
+        # noises are the size of their random numbers, so they are scaled there too
+        draw = self.obj.draw_raw if self.obj.noise == "attenuate" else self.obj.draw_noise
+        self._ahead = (seed, self._pool.submit(draw, seed, self.cfg.samples, self.cfg.noise_generator))
 
     def data_gradient(self, m: Any, seed: int, eps: Any = None) -> tuple[float, Any, float]:
         """f, df/dm and ||df/dm||^2 for one batch of noise (that of ``seed``, unless already drawn as ``eps``)."""
@@ -216,9 +221,47 @@ class MaskRun:
             raise _Stop(self._signal)
         return row
 
+    def _fused_update(self, theta: Any, m: Any, f: float, g_data: Any) -> Optional[tuple]:
+        """The default configuration's update (exp, mean_log, Adam, float64 norms) in one pass of the extension:
+        (new theta, reg, m_sq, m_mean, grad_reg_norm), the optimiser advanced; None (nothing changed) where it
+        does not apply or met anything unusual (m 0, subnormal or not finite; a non-finite result), for the
+        generic update to handle and explain. The float32 values are the generic update's bit for bit."""
+        B, cfg, opt = self.B, self.cfg, self.optimizer
+        if not (FUSED_UPDATE and B.name == "numpy" and cfg.parametrization == "exp" and cfg.regularizer == "mean_log"
+                and cfg.norm_accumulation == "float64" and type(opt) is Adam and self.obj.dtype == np.float32
+                and mask_step.extension() is not None):
+            return None
+        arrays = (theta, m, g_data) + ((opt.m1, opt.m2) if opt.m1 is not None else ())
+        if not all(isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.f_contiguous and a.shape == theta.shape
+                   for a in arrays):
+            return None
+        if opt.m1 is None:
+            m1 = m2 = np.zeros(theta.shape, np.float32, order="F")  # Adam's first moments (read only)
+        else:
+            m1, m2 = opt.m1, opt.m2
+        # the next parameter and moments in reused buffers (column-major views of row-major pooled arrays); the
+        # ones they replace are free again once nothing holds them
+        outs = tuple(POOL.take(np, theta.shape[::-1], np.float32).T for _ in range(3))
+        t = opt.t + 1
+        c1, c2 = 1 - opt.b1**t, 1 - opt.b2**t
+        n = float(np.prod(B.dims(m)))
+        bound = math.inf if cfg.m_max is None else terms.theta_for(cfg.parametrization, cfg.m_max)
+        r = mask_step.update_exp_mean_log(theta, m, g_data, m1, m2, outs, -2.0 * self.lam / n, opt.b1, opt.b2,
+                                          opt.lr * math.sqrt(c2) / c1, opt.eps * math.sqrt(c2), bound)
+        reg = -self.lam * (r["sum_log_m"] / n) * 2.0
+        if r["special"] or r["nonfinite"] or not math.isfinite(f + reg):
+            return None
+        opt.t, opt.m1, opt.m2 = t, outs[1], outs[2]
+        return outs[0], reg, r["sum_m2"], r["sum_m"] / n, math.sqrt(r["sum_greg2"])
+
     def _update(self, theta: Any, m: Any, f: float, g_data: Any, g_sq: float, t0: float) -> dict:
         """The regulariser, the optimiser's step, the bound, the log row and the convergence test of one iteration."""
         B, cfg = self.B, self.cfg
+        fused = self._fused_update(theta, m, f, g_data)
+        if fused is not None:
+            new_theta, reg, m_sq, m_mean, reg_norm = fused
+            n = float(np.prod(B.dims(m)))
+            return self._finish(theta, new_theta, f, reg, g_sq, reg_norm, m_mean, m_sq / n - m_mean * m_mean, t0, True)
         m_sq = terms.sqnorm(B, m, cfg.norm_accumulation)
         try:
             reg, g_reg = terms.regularizer(B, cfg.regularizer, m, self.lam, m_sq)
@@ -239,12 +282,20 @@ class MaskRun:
         n = float(np.prod(B.dims(m)))
         m_mean = B.total64(m) / n
         m_var = m_sq / n - m_mean * m_mean if cfg.norm_accumulation == "float64" else float(B.scalar(B.var(B.astype(m, np.float64), [0, 1], True)))
+        reg_norm = terms.regularizer_grad_norm(B, cfg.regularizer, m, self.lam, m_sq, g_reg)
+        return self._finish(theta, new_theta, f, reg, g_sq, reg_norm, m_mean, m_var, t0)
+
+    def _finish(self, theta: Any, new_theta: Any, f: float, reg: float, g_sq: float, reg_norm: float, m_mean: float,
+                m_var: float, t0: float, checked: bool = False) -> dict:
+        """The log row, the finiteness check (of new_theta too unless ``checked``), the convergence test and the new
+        parameter of one iteration."""
+        B, cfg = self.B, self.cfg
         row = {
             "iteration": self.iteration, "total": f + reg, "f_term": f, "reg_term": reg,
-            "grad_f_norm": math.sqrt(g_sq), "grad_reg_norm": terms.regularizer_grad_norm(B, cfg.regularizer, m, self.lam, m_sq, g_reg),
+            "grad_f_norm": math.sqrt(g_sq), "grad_reg_norm": reg_norm,
             "m_mean": m_mean, "m_var": max(m_var, 0.0), "seconds": 0.0,
         }
-        if not all(math.isfinite(row[k]) for k in ("total", "grad_f_norm")) or not B.isfinite_all(new_theta):
+        if not all(math.isfinite(row[k]) for k in ("total", "grad_f_norm")) or (not checked and not B.isfinite_all(new_theta)):
             raise FloatingPointError(
                 f"iteration {self.iteration}: the loss or the update is not finite (loss {row['total']}); "
                 f"lower the learning rate (lr={cfg.lr}) or lambda ({self.lam})"
