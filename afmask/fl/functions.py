@@ -14,6 +14,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from afmask.backend import dims4, get_backend, unwrap_counts
+from afmask.fl import afconv as _afconv
 from afmask.fl import conv as _conv
 from afmask.fl.variable import Variable
 
@@ -564,6 +565,8 @@ def conv2d(
         raise ValueError(f"conv2d: input has {C} channels (dims {input.dims()}), weights expect {cin} (dims {weights.dims()})")
     if _conv.supported(b, (kw, kh, cin, cout), (W, H, C, N), sy, py):
         return _conv_time(input, weights, bias, sx, px)
+    if _afconv.supported(b, (kw, kh, cin, cout), (W, H, C, N), sy, py):
+        return _conv_time_af(input, weights, bias, sx, px)
     cols = b.unwrap(input.array(), kw, kh, sx, sy, px, py)  # [kw*kh, L, C, N]
     L = b.dims(cols)[1]
     nx, ny = (W + 2 * px - kw) // sx + 1, (H + 2 * py - kh) // sy + 1
@@ -598,6 +601,8 @@ def conv2d_relu(input: Variable, weights: Variable, bias: Variable | None = None
     kw, kh, cin, cout = weights.dims()
     if cin == C and _conv.supported(b, (kw, kh, cin, cout), (W, H, C, N), sy, py):
         return _conv_time(input, weights, bias, sx, px, relu=True)
+    if cin == C and _afconv.supported(b, (kw, kh, cin, cout), (W, H, C, N), sy, py):
+        return _conv_time_af(input, weights, bias, sx, px, relu=True)
     return relu(conv2d(input, weights, bias, sx, sy, px, py))
 
 
@@ -625,6 +630,36 @@ def _conv_time(input: Variable, weights: Variable, bias: Variable | None, sx: in
 
     inputs = (input, weights) if bias is None else (input, weights, bias)
     return _out(b._canon(out4), input, inputs, grad)
+
+
+def _conv_time_af(input: Variable, weights: Variable, bias: Variable | None, sx: int, px: int,
+                  relu: bool = False) -> Variable:
+    """conv2d of [W, 1, C, N] by [kw, 1, C, cout] on ArrayFire without af.unwrap (afmask.fl.afconv), optionally
+    with a ReLU."""
+    b = input.backend
+    af = b.af
+    W, _, C, N = input.dims()
+    kw = weights.dims(0)
+    w_grad = weights.isCalcGrad()
+    x, w, bias_arr = _afconv.promote(af, b, input.array(), weights.array(), None if bias is None else bias.array())
+    mats = _afconv.taps(af, w, sx, cache=not w_grad and w is weights.array())
+    out, phases = _afconv.forward(af, x, mats, kw, bias_arr, sx, px, keep_input=w_grad, relu=relu)
+
+    def grad(inputs, g):
+        ga = g.array()
+        if relu:
+            ga = b.where(out > 0, ga, 0.0)
+        if b.dtype(ga) != b.dtype(out):
+            ga = b.astype(ga, b.dtype(out))
+        if inputs[0].isCalcGrad():
+            _add_grad(inputs[0], _afconv.backward_input(af, ga, mats, kw, W, sx, px))
+        if inputs[1].isCalcGrad():
+            _add_grad(inputs[1], _afconv.backward_weights(af, ga, phases, kw, sx))
+        if len(inputs) > 2 and inputs[2].isCalcGrad():
+            _add_grad(inputs[2], b.sum(ga, [0, 1, 3]))
+
+    inputs = (input, weights) if bias is None else (input, weights, bias)
+    return _out(out, input, inputs, grad)
 
 
 # -- more layers' functions ------------------------------------------------------------------

@@ -1,0 +1,179 @@
+"""The time convolution on ArrayFire arrays, without ``af.unwrap`` (the ArrayFire twin of afmask.fl.conv).
+
+wav2letter's convolutions are 1-D: input [W, 1, C, N], weights [kw, 1, C, cout]. On
+ArrayFire's CPU backend the im2col route (unwrap, a reorder that moves dim 0, a batched
+matmul over tiled weights, wrap in the backward) cost about 14x the GEMMs themselves:
+any copy that changes which dim is the fastest runs element by element there, while
+copies that keep dim 0 in place (reorder of the outer dims, pad, join, sub-arrays)
+run at memory speed. So everything here keeps time as dim 0:
+
+- the input is reordered to time-major [W, N, C] (dim 0 stays) and zero-padded in time;
+  viewed as a [W * N, C] matrix it is one GEMM operand, and dim 0 (time) is still the fastest;
+- ONE GEMM per stride phase multiplies it by all the taps at once, [C, cout * kw],
+  giving Y [W, N, cout, kw]; output step t is the sum over taps j of
+  Y[t * s + j, :, :, j], a sum of kw shifted sub-arrays (one JIT kernel, with the
+  bias and the fused ReLU);
+- the backward to the input is the same with the roles swapped: Z = G x [cout, C * kw]
+  on the time-padded output gradient, and the input gradient of phase ph is a sum of
+  shifted sub-arrays of Z; the phases are interleaved by one join along a new dim 0.
+
+A stride s > 1 splits the padded input into s phases (rows ph, ph + s, ...), so each
+GEMM computes only the rows its taps read. The backward needs no saved input; the
+input phases are kept only when the weights need a gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+#: Reordered weights of fixed (evaluation-mode) parameters: id -> (array, its phases' matrices).
+_weights_cache: dict = {}
+
+
+def supported(backend: Any, wdims: tuple, idims: tuple, sy: int, py: int) -> bool:
+    """Whether the ArrayFire time convolution applies: the arrayfire backend, H = 1, a kernel one high, no H stride/pad."""
+    return (getattr(backend, "name", None) == "arrayfire" and idims[1] == 1 and wdims[1] == 1 and sy == 1 and py == 0)
+
+
+def _phase_taps(k: int, s: int) -> list:
+    """For each stride phase ph, the taps j = ph, ph + s, ... that read it."""
+    return [list(range(ph, k, s)) for ph in range(s)]
+
+
+def taps(af: Any, w: Any, s: int, cache: bool) -> tuple:
+    """Per phase, the forward matrix [C, cout * k_ph] and the backward matrix [cout, C * k_ph] of weights
+    ``w`` [kw, 1, C, cout] (None for a phase no tap reads); cached for fixed weights, which afmask never changes
+    in place."""
+    key = (id(w), s)
+    hit = _weights_cache.get(key) if cache else None
+    if hit is not None and hit[0] is w:
+        return hit[1]
+    k, _, C, O = (list(w.dims()) + [1, 1, 1])[:4]
+    mats = []
+    for js in _phase_taps(k, s):
+        if not js:
+            mats.append(None)
+            continue
+        wp = w[js[0] : js[-1] + 1 : s, :, :, :] if s > 1 else w
+        kp = len(js)
+        fwd = af.moddims(af.reorder(wp, 2, 3, 0, 1), C, O * kp)  # [C, cout, k_ph]: column o + cout * m
+        bwd = af.moddims(af.reorder(wp, 3, 2, 0, 1), O, C * kp)  # [cout, C, k_ph]: column c + C * m
+        af.eval(fwd)
+        af.eval(bwd)
+        mats.append((fwd, bwd))
+    mats = tuple(mats)
+    if cache:
+        if len(_weights_cache) > 256:
+            _weights_cache.clear()
+        _weights_cache[key] = (w, mats)  # holding w keeps its id from being reused
+    return mats
+
+
+def _time_major(af: Any, a: Any) -> Any:
+    """[W, 1, C, N] <-> [W, N, C, 1]: swaps dims 1 and 3, dim 0 stays (a memory-speed copy on every backend)."""
+    return af.reorder(a, 0, 3, 2, 1)
+
+
+def _pad_time(af: Any, a: Any, before: int, after: int) -> Any:
+    if before == 0 and after == 0:
+        return a
+    return af.pad(a, (before, 0, 0, 0), (after, 0, 0, 0))
+
+
+def _dims4(a: Any) -> tuple:
+    return tuple((list(a.dims()) + [1, 1, 1])[:4])
+
+
+def forward(af: Any, x: Any, mats: tuple, k: int, bias: Optional[Any], s: int, p: int, keep_input: bool,
+            relu: bool = False):
+    """Output [nx, 1, cout, N] of input ``x`` [W, 1, C, N] (with the bias [1, 1, cout] and a fused ReLU); also the
+    input phases ([rows, N, C]) if ``keep_input``."""
+    W, _, C, N = _dims4(x)
+    nx = (W + 2 * p - k) // s + 1
+    need = s * (nx - 1) + k  # padded rows any tap reads
+    xt = _time_major(af, x)
+    xp = _pad_time(af, xt, p, max(need - p - W, 0))
+    phases, acc = [], None
+    for ph, js in enumerate(_phase_taps(k, s)):
+        if not js:
+            phases.append(None)
+            continue
+        rows = len(js) - 1 + nx
+        part = xp[ph : ph + s * (rows - 1) + 1 : s, :, :, :] if (s > 1 or rows != _dims4(xp)[0]) else xp
+        x2 = af.moddims(part, rows * N, C)
+        fwd = mats[ph][0]
+        O = _dims4(fwd)[1] // len(js)
+        y = af.moddims(af.matmul(x2, fwd), rows, N, O, len(js))
+        for m in range(len(js)):
+            term = y[m : m + nx, :, :, m]
+            acc = term if acc is None else acc + term
+        phases.append(part if keep_input else None)
+    if bias is not None:
+        acc = acc + af.tile(af.moddims(bias, 1, 1, _dims4(acc)[2]), nx, N, 1)
+    if relu:
+        acc = af.maxof(acc, 0.0)
+    return _time_major(af, acc), (phases if keep_input else None)
+
+
+def backward_input(af: Any, g: Any, mats: tuple, k: int, W: int, s: int, p: int) -> Any:
+    """Gradient [W, 1, C, N] of the input from the output gradient ``g`` [nx, 1, cout, N] (already masked by a fused
+    ReLU)."""
+    nx, _, O, N = _dims4(g)
+    pt = _phase_taps(k, s)
+    mm = max(len(js) for js in pt) - 1  # the most steps a phase's taps reach back
+    U = -(-(p + W) // s)  # phase rows that cover padded rows up to p + W
+    gt = _pad_time(af, _time_major(af, g), mm, max(U - nx, 0))
+    rows = _dims4(gt)[0]
+    g2 = af.moddims(gt, rows * N, O)
+    parts = []
+    C = None
+    for ph, js in enumerate(pt):
+        if not js:
+            parts.append(None)
+            continue
+        bwd = mats[ph][1]
+        C = _dims4(bwd)[1] // len(js)
+        z = af.moddims(af.matmul(g2, bwd), rows, N, C, len(js))
+        # padded row u * s + ph gets tap ph + s * m from output step u - m, at row u - m + mm of z
+        acc = None
+        for m in range(len(js)):
+            term = z[mm - m : mm - m + U, :, :, m]
+            acc = term if acc is None else acc + term
+        parts.append(acc)
+    if s == 1:
+        dxp = parts[0]
+    else:
+        dt = parts[[i for i, q in enumerate(parts) if q is not None][0]].dtype()
+        zero = af.constant(0, U, N, C, dtype=dt)
+        pieces = [af.moddims(q if q is not None else zero, 1, U, N * C) for q in parts]
+        dxp = pieces[0]
+        for i in range(1, s, 3):
+            dxp = af.join(0, dxp, *pieces[i : i + 3])
+        dxp = af.moddims(dxp, s * U, N, C)
+    return _time_major(af, dxp[p : p + W, :, :, :])
+
+
+def backward_weights(af: Any, g: Any, phases: list, k: int, s: int) -> Any:
+    """Gradient [kw, 1, C, cout] of the weights from the output gradient [nx, 1, cout, N] (already masked by a fused
+    ReLU) and the kept input phases."""
+    nx, _, O, N = _dims4(g)
+    g2 = af.moddims(_time_major(af, g), nx * N, O)
+    per_tap = []
+    C = _dims4(phases[0])[2]
+    for j in range(k):
+        m = j // s
+        x2 = af.moddims(phases[j % s][m : m + nx, :, :, :], nx * N, C)
+        per_tap.append(af.matmul(x2, g2, af.MATPROP.TRANS))  # [C, cout]
+    stacked = af.moddims(per_tap[0], C, O, 1)
+    for i in range(1, k, 3):
+        stacked = af.join(2, stacked, *[af.moddims(a, C, O, 1) for a in per_tap[i : i + 3]])
+    return af.reorder(af.moddims(stacked, C, O, k), 2, 3, 0, 1)  # [C, cout, kw] -> [kw, 1, C, cout]
+
+
+def promote(af: Any, backend: Any, *arrays: Any) -> list:
+    """The arrays in one dtype (NumPy's promotion: float32 with float64 gives float64); af.matmul takes one type."""
+    dts = [backend.dtype(a) for a in arrays if a is not None]
+    dt = np.result_type(*dts)
+    return [a if a is None or backend.dtype(a) == dt else backend.astype(a, dt) for a in arrays]
