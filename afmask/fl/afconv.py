@@ -15,7 +15,7 @@ run at memory speed. So everything here keeps time as dim 0:
   bias and the fused ReLU);
 - the backward to the input is the same with the roles swapped: Z = G x [cout, C * kw]
   on the time-padded output gradient, and the input gradient of phase ph is a sum of
-  shifted sub-arrays of Z; the phases are interleaved by one join along a new dim 0.
+  shifted sub-arrays of Z; the phases are interleaved in a transposed layout (see backward_input).
 
 A stride s > 1 splits the padded input into s phases (rows ph, ph + s, ...), so each
 GEMM computes only the rows its taps read. The backward needs no saved input; the
@@ -27,6 +27,8 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import numpy as np
+
+from afmask.backend.arrayfire_backend import fast_reorder
 
 #: Reordered weights of fixed (evaluation-mode) parameters: id -> (array, its phases' matrices).
 _weights_cache: dict = {}
@@ -43,32 +45,50 @@ def _phase_taps(k: int, s: int) -> list:
 
 
 def taps(af: Any, w: Any, s: int, cache: bool) -> tuple:
-    """Per phase, the forward matrix [C, cout * k_ph] and the backward matrix [cout, C * k_ph] of weights
-    ``w`` [kw, 1, C, cout] (None for a phase no tap reads); cached for fixed weights, which afmask never changes
-    in place."""
+    """Weights ``w`` [kw, 1, C, cout] as GEMM operands: the forward matrix [C * kw, cout] (row c + C * i for the
+    i-th tap in phase order, the order of the input's columns) and per phase the backward matrix [cout * k_ph, C]
+    (row o + cout * m for tap ph + s * m; None for a phase no tap reads); cached for fixed weights, which afmask
+    never changes in place."""
     key = (id(w), s)
     hit = _weights_cache.get(key) if cache else None
     if hit is not None and hit[0] is w:
         return hit[1]
-    k, _, C, O = (list(w.dims()) + [1, 1, 1])[:4]
-    mats = []
+    k, _, C, O = _dims4(w)
+    per_phase = []
+    fwd_parts = []
     for js in _phase_taps(k, s):
         if not js:
-            mats.append(None)
+            per_phase.append(None)
             continue
         wp = w[js[0] : js[-1] + 1 : s, :, :, :] if s > 1 else w
         kp = len(js)
-        fwd = af.moddims(af.reorder(wp, 2, 3, 0, 1), C, O * kp)  # [C, cout, k_ph]: column o + cout * m
-        bwd = af.moddims(af.reorder(wp, 3, 2, 0, 1), O, C * kp)  # [cout, C, k_ph]: column c + C * m
-        af.eval(fwd)
+        fwd_parts.append(af.moddims(fast_reorder(af, wp, (2, 0, 3, 1)), C * kp, O))  # [C, k_ph, cout]
+        bwd = af.moddims(fast_reorder(af, wp, (3, 0, 2, 1)), O * kp, C)  # [cout, k_ph, C]
         af.eval(bwd)
-        mats.append((fwd, bwd))
-    mats = tuple(mats)
+        per_phase.append(bwd)
+    fwd = _join_many(af, 0, fwd_parts)
+    af.eval(fwd)
+    mats = (fwd, tuple(per_phase))
     if cache:
         if len(_weights_cache) > 256:
             _weights_cache.clear()
         _weights_cache[key] = (w, mats)  # holding w keeps its id from being reused
     return mats
+
+
+def _join_many(af: Any, dim: int, arrays: list) -> Any:
+    """``af_join_many``: the arrays joined along ``dim`` in one copy (arrayfire-python's join takes four)."""
+    if len(arrays) == 1:
+        return arrays[0]
+    import ctypes
+
+    out = ctypes.c_void_p(0)
+    handles = (ctypes.c_void_p * len(arrays))(*[a.arr.value for a in arrays])
+    af.safe_call(af.backend.get().af_join_many(ctypes.pointer(out), ctypes.c_int(dim), ctypes.c_uint(len(arrays)),
+                                               handles))
+    res = af.Array()
+    res.arr = out
+    return res
 
 
 def _time_major(af: Any, a: Any) -> Any:
@@ -93,25 +113,25 @@ def forward(af: Any, x: Any, mats: tuple, k: int, bias: Optional[Any], s: int, p
     W, _, C, N = _dims4(x)
     nx = (W + 2 * p - k) // s + 1
     need = s * (nx - 1) + k  # padded rows any tap reads
-    xt = _time_major(af, x)
-    xp = _pad_time(af, xt, p, max(need - p - W, 0))
-    phases, acc = [], None
+    xp = _pad_time(af, _time_major(af, x), p, max(need - p - W, 0))
+    phases, windows = [], []
     for ph, js in enumerate(_phase_taps(k, s)):
         if not js:
             phases.append(None)
             continue
         rows = len(js) - 1 + nx
         part = xp[ph : ph + s * (rows - 1) + 1 : s, :, :, :] if (s > 1 or rows != _dims4(xp)[0]) else xp
-        x2 = af.moddims(part, rows * N, C)
-        fwd = mats[ph][0]
-        O = _dims4(fwd)[1] // len(js)
-        y = af.moddims(af.matmul(x2, fwd), rows, N, O, len(js))
-        for m in range(len(js)):
-            term = y[m : m + nx, :, :, m]
-            acc = term if acc is None else acc + term
+        if s > 1:
+            af.eval(part)  # one strided copy, read by all of this phase's windows
+        windows += [part[m : m + nx, :, :, :] for m in range(len(js))]
         phases.append(part if keep_input else None)
+    # the windows side by side, [nx, N, C * kw] (whole columns copied), times all the taps in one GEMM
+    cols = _join_many(af, 2, windows)
+    fwd = mats[0]
+    O = _dims4(fwd)[1]
+    acc = af.moddims(af.matmul(af.moddims(cols, nx * N, C * k), fwd), nx, N, O)
     if bias is not None:
-        acc = acc + af.tile(af.moddims(bias, 1, 1, _dims4(acc)[2]), nx, N, 1)
+        acc = acc + af.tile(af.moddims(bias, 1, 1, O), nx, N, 1)
     if relu:
         acc = af.maxof(acc, 0.0)
     return _time_major(af, acc), (phases if keep_input else None)
@@ -124,35 +144,34 @@ def backward_input(af: Any, g: Any, mats: tuple, k: int, W: int, s: int, p: int)
     pt = _phase_taps(k, s)
     mm = max(len(js) for js in pt) - 1  # the most steps a phase's taps reach back
     U = -(-(p + W) // s)  # phase rows that cover padded rows up to p + W
-    gt = _pad_time(af, _time_major(af, g), mm, max(U - nx, 0))
-    rows = _dims4(gt)[0]
-    g2 = af.moddims(gt, rows * N, O)
+    first = p if s == 1 else 0  # stride 1: only the rows of the input itself
+    count = W if s == 1 else U
+    gt = _pad_time(af, _time_major(af, g), mm, max(first + count - nx, 0))
     parts = []
     C = None
     for ph, js in enumerate(pt):
         if not js:
             parts.append(None)
             continue
-        bwd = mats[ph][1]
-        C = _dims4(bwd)[1] // len(js)
-        z = af.moddims(af.matmul(g2, bwd), rows, N, C, len(js))
-        # padded row u * s + ph gets tap ph + s * m from output step u - m, at row u - m + mm of z
-        acc = None
-        for m in range(len(js)):
-            term = z[mm - m : mm - m + U, :, :, m]
-            acc = term if acc is None else acc + term
-        parts.append(acc)
+        bwd = mats[1][ph]
+        C = _dims4(bwd)[1]
+        # padded row u * s + ph gets tap ph + s * m from output step u - m, at row u - m + mm of gt
+        windows = [gt[first + mm - m : first + mm - m + count, :, :, :] for m in range(len(js))]
+        cols = _join_many(af, 2, windows)  # [count, N, cout * k_ph]
+        parts.append(af.moddims(af.matmul(af.moddims(cols, count * N, O * len(js)), bwd), count, N, C))
     if s == 1:
-        dxp = parts[0]
-    else:
-        dt = parts[[i for i, q in enumerate(parts) if q is not None][0]].dtype()
-        zero = af.constant(0, U, N, C, dtype=dt)
-        pieces = [af.moddims(q if q is not None else zero, 1, U, N * C) for q in parts]
-        dxp = pieces[0]
-        for i in range(1, s, 3):
-            dxp = af.join(0, dxp, *pieces[i : i + 3])
-        dxp = af.moddims(dxp, s * U, N, C)
-    return _time_major(af, dxp[p : p + W, :, :, :])
+        return _time_major(af, parts[0])
+    # interleave the phases (padded row u * s + ph): ArrayFire's CPU backend copies element by element when
+    # the new dim 0 is this short (a join along dim 0 cost 10 ms), so the phases are transposed to (C, U, N)
+    # (dim-0-keeping reorder + batched transpose), joined along dim 1 in whole columns, and transposed back
+    dt = parts[[i for i, q in enumerate(parts) if q is not None][0]].dtype()
+    cols = [af.moddims(af.reorder(af.reorder(q, 0, 2, 1, 3), 1, 0, 2, 3), C, 1, U * N) if q is not None
+            else af.constant(0, C, 1, U * N, dtype=dt) for q in parts]
+    joined = cols[0]
+    for i in range(1, s, 3):
+        joined = af.join(1, joined, *cols[i : i + 3])
+    dxt = af.moddims(joined, C, s * U, N)[:, p : p + W, :, :]  # (C, W, N)
+    return af.moddims(af.reorder(dxt, 1, 0, 2, 3), W, 1, C, N)
 
 
 def backward_weights(af: Any, g: Any, phases: list, k: int, s: int) -> Any:
@@ -169,7 +188,7 @@ def backward_weights(af: Any, g: Any, phases: list, k: int, s: int) -> Any:
     stacked = af.moddims(per_tap[0], C, O, 1)
     for i in range(1, k, 3):
         stacked = af.join(2, stacked, *[af.moddims(a, C, O, 1) for a in per_tap[i : i + 3]])
-    return af.reorder(af.moddims(stacked, C, O, k), 2, 3, 0, 1)  # [C, cout, kw] -> [kw, 1, C, cout]
+    return fast_reorder(af, af.moddims(stacked, C, O, k), (2, 3, 0, 1))  # [C, cout, kw] -> [kw, 1, C, cout]
 
 
 def promote(af: Any, backend: Any, *arrays: Any) -> list:

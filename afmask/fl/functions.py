@@ -647,10 +647,12 @@ def _conv_time_af(input: Variable, weights: Variable, bias: Variable | None, sx:
 
     def grad(inputs, g):
         ga = g.array()
-        if relu:
-            ga = b.where(out > 0, ga, 0.0)
         if b.dtype(ga) != b.dtype(out):
             ga = b.astype(ga, b.dtype(out))
+        # subnormal gradients flushed to 0 (each changes by less than the smallest normal number): ArrayFire's
+        # CPU GEMM ran 8-10x slower on the few hundred subnormals the softmax's gradient leaves in the last layer
+        keep = af.abs(ga) >= float(np.finfo(b.dtype(ga)).tiny)
+        ga = af.select((out > 0) & keep if relu else keep, ga, 0.0)
         if inputs[0].isCalcGrad():
             _add_grad(inputs[0], _afconv.backward_input(af, ga, mats, kw, W, sx, px))
         if inputs[1].isCalcGrad():
