@@ -21,6 +21,28 @@ _NP_TO_AF = {
 _AF_TO_NP = {v: k for k, v in _NP_TO_AF.items()}
 
 
+def fast_reorder(af: Any, a: Any, perm: tuple) -> Any:
+    """``af.reorder(a, *perm)`` by the copies ArrayFire's CPU backend does at memory speed.
+
+    Its reorder is fast when dim 0 stays (whole columns move) and for a batched transpose (1, 0, 2, 3) of large
+    matrices, but runs element by element otherwise (the network's Reorder 2 0 3 1 measured 2.2 ms against
+    0.13 ms this way). So: only size-1 dims move -> moddims; dim 0 stays -> one reorder; else a reorder that
+    keeps dim 0 bringing the new dim 0 next to it, one batched transpose, and a reorder that keeps dim 0."""
+    d = dims4(a.dims())
+    perm = tuple(int(p) for p in perm)
+    if [i for i in perm if d[i] != 1] == [i for i in range(4) if d[i] != 1]:
+        return af.moddims(a, *[d[i] for i in perm])
+    if perm[0] == 0 or d[0] == 1:
+        return af.reorder(a, *perm)
+    a0 = perm[0]
+    order = (0, a0) + tuple(i for i in range(4) if i not in (0, a0))
+    x = a if order == (0, 1, 2, 3) else af.reorder(a, *order)
+    x = af.reorder(x, 1, 0, 2, 3)
+    src = (a0, 0) + order[2:]  # source dim of each of x's dims
+    last = tuple(src.index(perm[i]) for i in range(4))
+    return x if last == (0, 1, 2, 3) else af.reorder(x, *last)
+
+
 class ArrayFireBackend(Backend):
     """ArrayFire semantics on ArrayFire itself."""
 
@@ -179,7 +201,7 @@ class ArrayFireBackend(Backend):
         perm = tuple(int(p) for p in perm) + tuple(range(len(perm), 4))
         if sorted(perm) != [0, 1, 2, 3]:
             raise ValueError(f"reorder needs a permutation of 0..3, got {perm}")
-        return self.af.reorder(a, *perm)
+        return fast_reorder(self.af, a, perm)
 
     def moddims(self, a, dims):
         d = dims4(dims)
@@ -291,6 +313,11 @@ class ArrayFireBackend(Backend):
         return self.af.wrap(cols, ox, oy, wx, wy, sx, sy, px, py, True)
 
     # -- device -----------------------------------------------------------------------------
+    def eval(self, *arrays) -> None:
+        for a in arrays:
+            if isinstance(a, self.af.Array):
+                self.af.eval(a)
+
     def sync(self) -> None:
         self.af.sync()
 
