@@ -193,6 +193,7 @@ class MaskRun:
         B, cfg = self.B, self.cfg
         theta = self.theta
         m = self.scale(theta)
+        B.eval(m)  # ArrayFire: m feeds the gradient and every term of the update
         seed = iteration_seed(cfg.seed, self.iteration)
         eps = self._noise(seed)
         if self.iteration + 1 < cfg.iterations:  # none past the last step: it would only hold memory
@@ -236,6 +237,7 @@ class MaskRun:
         new_theta = self.optimizer.step(theta, grad_theta)
         if cfg.m_max is not None:
             new_theta = fortran(B, terms.bound_theta(B, cfg.parametrization, new_theta, cfg.m_max))
+        B.eval(new_theta)  # ArrayFire: computed once here, not again by every later use
         n = float(np.prod(B.dims(m)))
         m_mean = B.total64(m) / n
         m_var = m_sq / n - m_mean * m_mean if cfg.norm_accumulation == "float64" else float(B.scalar(B.var(B.astype(m, np.float64), [0, 1], True)))
