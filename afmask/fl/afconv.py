@@ -125,13 +125,15 @@ def forward(af: Any, x: Any, mats: tuple, k: int, bias: Optional[Any], s: int, p
             af.eval(part)  # one strided copy, read by all of this phase's windows
         windows += [part[m : m + nx, :, :, :] for m in range(len(js))]
         phases.append(part if keep_input else None)
-    # the windows side by side, [nx, N, C * kw] (whole columns copied), times all the taps in one GEMM
-    cols = _join_many(af, 2, windows)
+    # the windows side by side, [nx, N, C * kw] (whole columns copied), times all the taps in one GEMM; the bias
+    # is one more column of ones times one more row of the matrix (no tiled bias, no extra pass)
     fwd = mats[0]
     O = _dims4(fwd)[1]
-    acc = af.moddims(af.matmul(af.moddims(cols, nx * N, C * k), fwd), nx, N, O)
     if bias is not None:
-        acc = acc + af.tile(af.moddims(bias, 1, 1, O), nx, N, 1)
+        windows.append(af.constant(1, nx, N, 1, dtype=fwd.dtype()))
+        fwd = af.join(0, fwd, af.moddims(bias, 1, O))
+    cols = _join_many(af, 2, windows)
+    acc = af.moddims(af.matmul(af.moddims(cols, nx * N, _dims4(fwd)[0]), fwd), nx, N, O)
     if relu:
         acc = af.maxof(acc, 0.0)
     return _time_major(af, acc), (phases if keep_input else None)
