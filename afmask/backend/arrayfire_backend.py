@@ -50,6 +50,7 @@ class ArrayFireBackend(Backend):
 
     def __init__(self, af_module: Any):
         self.af = af_module
+        self._ones: dict = {}  # the row of ones of the last GEMM-summed size
 
     def _afdtype(self, dtype: Any):
         return getattr(self.af.Dtype, _NP_TO_AF[np.dtype(dtype).name])
@@ -164,12 +165,36 @@ class ArrayFireBackend(Backend):
         return bool(np.isfinite(total.real if isinstance(total, complex) else total))
 
     # -- reductions -----------------------------------------------------------------------
+    def _total_by_gemm(self, a, axes):
+        """The sum over every element as a (1, 1, 1, 1) array by a GEMM with a row of ones, where ``axes`` cover
+        every dim longer than 1 of a real float array; None otherwise. ArrayFire's CPU reductions ran 2x slower
+        than this (one reduction kernel per axis)."""
+        d = self.dims(a)
+        if a.dtype() not in (self.af.Dtype.f32, self.af.Dtype.f64) or any(d[i] > 1 for i in range(4) if i not in axes):
+            return None
+        n = int(np.prod(d))
+        if n < 4096:
+            return None
+        key = (n, a.dtype())
+        ones = self._ones.get(key)
+        if ones is None:
+            ones = self.af.constant(1, 1, n, dtype=a.dtype())
+            self.af.eval(ones)
+            self._ones = {key: ones}
+        return self.af.matmul(ones, self.af.flat(a))
+
     def sum(self, a, axes):
+        fast = self._total_by_gemm(a, [int(ax) for ax in axes])
+        if fast is not None:
+            return fast
         for ax in axes:
             a = self.af.sum(a, dim=int(ax))
         return a
 
     def mean(self, a, axes):
+        fast = self._total_by_gemm(a, [int(ax) for ax in axes])
+        if fast is not None:
+            return fast / float(a.elements())
         for ax in axes:
             a = self.af.mean(a, dim=int(ax))
         return a

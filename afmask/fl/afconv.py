@@ -91,6 +91,30 @@ def _join_many(af: Any, dim: int, arrays: list) -> Any:
     return res
 
 
+class _Seq3:
+    """af_seq (begin, end, step) as ctypes, built once."""
+
+    cls = None
+
+
+def _rows(af: Any, a: Any, start: int, count: int, step: int = 1) -> Any:
+    """``a[start : start + step * (count - 1) + 1 : step]`` along dim 0 (all of the other dims) by one ``af_index``
+    call: arrayfire-python's indexing costs ~45 us of Python per sub-array, a third of a layer's non-GEMM time."""
+    import ctypes
+
+    if _Seq3.cls is None:
+        class Seq(ctypes.Structure):
+            _fields_ = [("begin", ctypes.c_double), ("end", ctypes.c_double), ("step", ctypes.c_double)]
+        _Seq3.cls = Seq
+    seqs = (_Seq3.cls * 4)((float(start), float(start + step * (count - 1)), float(step)),
+                           (1.0, 1.0, 0.0), (1.0, 1.0, 0.0), (1.0, 1.0, 0.0))  # af_span for dims 1-3
+    out = ctypes.c_void_p(0)
+    af.safe_call(af.backend.get().af_index(ctypes.pointer(out), a.arr, ctypes.c_uint(4), seqs))
+    res = af.Array()
+    res.arr = out
+    return res
+
+
 def _time_major(af: Any, a: Any) -> Any:
     """[W, 1, C, N] <-> [W, N, C, 1]: swaps dims 1 and 3, dim 0 stays (a memory-speed copy on every backend)."""
     return af.reorder(a, 0, 3, 2, 1)
@@ -120,10 +144,10 @@ def forward(af: Any, x: Any, mats: tuple, k: int, bias: Optional[Any], s: int, p
             phases.append(None)
             continue
         rows = len(js) - 1 + nx
-        part = xp[ph : ph + s * (rows - 1) + 1 : s, :, :, :] if (s > 1 or rows != _dims4(xp)[0]) else xp
+        part = _rows(af, xp, ph, rows, s) if (s > 1 or rows != _dims4(xp)[0]) else xp
         if s > 1:
             af.eval(part)  # one strided copy, read by all of this phase's windows
-        windows += [part[m : m + nx, :, :, :] for m in range(len(js))]
+        windows += [_rows(af, part, m, nx) for m in range(len(js))]
         phases.append(part if keep_input else None)
     # the windows side by side, [nx, N, C * kw] (whole columns copied), times all the taps in one GEMM; the bias
     # is one more column of ones times one more row of the matrix (no tiled bias, no extra pass)
@@ -158,7 +182,7 @@ def backward_input(af: Any, g: Any, mats: tuple, k: int, W: int, s: int, p: int)
         bwd = mats[1][ph]
         C = _dims4(bwd)[1]
         # padded row u * s + ph gets tap ph + s * m from output step u - m, at row u - m + mm of gt
-        windows = [gt[first + mm - m : first + mm - m + count, :, :, :] for m in range(len(js))]
+        windows = [_rows(af, gt, first + mm - m, count) for m in range(len(js))]
         cols = _join_many(af, 2, windows)  # [count, N, cout * k_ph]
         parts.append(af.moddims(af.matmul(af.moddims(cols, count * N, O * len(js)), bwd), count, N, C))
     if s == 1:
