@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from afmask.backend.arrayfire_backend import fast_reorder
+from afmask.backend.arrayfire_backend import cached_dims, fast_reorder
 
 #: Reordered weights of fixed (evaluation-mode) parameters: id -> (array, its phases' matrices).
 _weights_cache: dict = {}
@@ -127,7 +127,7 @@ def _pad_time(af: Any, a: Any, before: int, after: int) -> Any:
 
 
 def _dims4(a: Any) -> tuple:
-    return tuple((list(a.dims()) + [1, 1, 1])[:4])
+    return cached_dims(a)
 
 
 def forward(af: Any, x: Any, mats: tuple, k: int, bias: Optional[Any], s: int, p: int, keep_input: bool,
