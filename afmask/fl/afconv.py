@@ -44,14 +44,14 @@ def _phase_taps(k: int, s: int) -> list:
     return [list(range(ph, k, s)) for ph in range(s)]
 
 
-def taps(af: Any, w: Any, s: int, cache: bool) -> tuple:
-    """Weights ``w`` [kw, 1, C, cout] as GEMM operands: the forward matrix [C * kw, cout] (row c + C * i for the
-    i-th tap in phase order, the order of the input's columns) and per phase the backward matrix [cout * k_ph, C]
-    (row o + cout * m for tap ph + s * m; None for a phase no tap reads); cached for fixed weights, which afmask
-    never changes in place."""
-    key = (id(w), s)
+def taps(af: Any, w: Any, s: int, cache: bool, bias: Optional[Any] = None) -> tuple:
+    """Weights ``w`` [kw, 1, C, cout] as GEMM operands: the forward matrix [C * kw (+ 1), cout] (row c + C * i for
+    the i-th tap in phase order, the order of the input's columns; then the bias [1, 1, cout] as the last row, if
+    given) and per phase the backward matrix [cout * k_ph, C] (row o + cout * m for tap ph + s * m; None for a
+    phase no tap reads); cached for fixed weights and bias, which afmask never changes in place."""
+    key = (id(w), id(bias), s)
     hit = _weights_cache.get(key) if cache else None
-    if hit is not None and hit[0] is w:
+    if hit is not None and hit[0] is w and hit[2] is bias:
         return hit[1]
     k, _, C, O = _dims4(w)
     per_phase = []
@@ -66,13 +66,15 @@ def taps(af: Any, w: Any, s: int, cache: bool) -> tuple:
         bwd = af.moddims(fast_reorder(af, wp, (3, 0, 2, 1)), O * kp, C)  # [cout, k_ph, C]
         af.eval(bwd)
         per_phase.append(bwd)
+    if bias is not None:
+        fwd_parts.append(af.moddims(bias, 1, O))
     fwd = _join_many(af, 0, fwd_parts)
     af.eval(fwd)
     mats = (fwd, tuple(per_phase))
     if cache:
         if len(_weights_cache) > 256:
             _weights_cache.clear()
-        _weights_cache[key] = (w, mats)  # holding w keeps its id from being reused
+        _weights_cache[key] = (w, mats, bias)  # holding w and bias keeps their ids from being reused
     return mats
 
 
@@ -130,10 +132,26 @@ def _dims4(a: Any) -> tuple:
     return cached_dims(a)
 
 
-def forward(af: Any, x: Any, mats: tuple, k: int, bias: Optional[Any], s: int, p: int, keep_input: bool,
+def _ones(af: Any, rows: int, N: int, dtype: Any) -> Any:
+    """An evaluated [rows, N, 1] block of ones (the bias's column), kept for the next call of the same size."""
+    key = (rows, N, dtype)
+    hit = _ones_cache.get(key)
+    if hit is None:
+        hit = af.constant(1, rows, N, 1, dtype=dtype)
+        af.eval(hit)
+        if len(_ones_cache) > 64:
+            _ones_cache.clear()
+        _ones_cache[key] = hit
+    return hit
+
+
+_ones_cache: dict = {}
+
+
+def forward(af: Any, x: Any, mats: tuple, k: int, with_bias: bool, s: int, p: int, keep_input: bool,
             relu: bool = False):
-    """Output [nx, 1, cout, N] of input ``x`` [W, 1, C, N] (with the bias [1, 1, cout] and a fused ReLU); also the
-    input phases ([rows, N, C]) if ``keep_input``."""
+    """Output [nx, 1, cout, N] of input ``x`` [W, 1, C, N] (with the bias in the last row of ``mats``' forward
+    matrix if ``with_bias``, and a fused ReLU); also the input phases ([rows, N, C]) if ``keep_input``."""
     W, _, C, N = _dims4(x)
     nx = (W + 2 * p - k) // s + 1
     need = s * (nx - 1) + k  # padded rows any tap reads
@@ -153,9 +171,8 @@ def forward(af: Any, x: Any, mats: tuple, k: int, bias: Optional[Any], s: int, p
     # is one more column of ones times one more row of the matrix (no tiled bias, no extra pass)
     fwd = mats[0]
     O = _dims4(fwd)[1]
-    if bias is not None:
-        windows.append(af.constant(1, nx, N, 1, dtype=fwd.dtype()))
-        fwd = af.join(0, fwd, af.moddims(bias, 1, O))
+    if with_bias:
+        windows.append(_ones(af, nx, N, fwd.dtype()))
     cols = _join_many(af, 2, windows)
     acc = af.moddims(af.matmul(af.moddims(cols, nx * N, _dims4(fwd)[0]), fwd), nx, N, O)
     if relu:

@@ -678,8 +678,9 @@ def _conv_time_af(input: Variable, weights: Variable, bias: Variable | None, sx:
     kw = weights.dims(0)
     w_grad = weights.isCalcGrad()
     x, w, bias_arr = _afconv.promote(af, b, input.array(), weights.array(), None if bias is None else bias.array())
-    mats = _afconv.taps(af, w, sx, cache=not w_grad and w is weights.array())
-    out, phases = _afconv.forward(af, x, mats, kw, bias_arr, sx, px, keep_input=w_grad, relu=relu)
+    fixed = not w_grad and w is weights.array() and (bias is None or (not bias.isCalcGrad() and bias_arr is bias.array()))
+    mats = _afconv.taps(af, w, sx, cache=fixed, bias=bias_arr)
+    out, phases = _afconv.forward(af, x, mats, kw, bias is not None, sx, px, keep_input=w_grad, relu=relu)
 
     def grad(inputs, g):
         ga = g.array()

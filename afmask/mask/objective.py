@@ -156,6 +156,12 @@ class MaskObjective:
             return noise.uniform(self.B, self.K, self.T, samples, seed, self.dtype, generator)
         return noise.standard_normal(self.B, 2 * self.K, self.T, samples, seed, self.dtype, generator)
 
+    def draw_raw_host(self, seed: int, samples: int = 1) -> np.ndarray:
+        """The host generator's numbers behind :meth:`draw_raw` as NumPy arrays, before any copy to a device."""
+        if self.noise == "attenuate":
+            return noise.host_uniform(self.K, self.T, samples, seed, self.dtype)
+        return noise.host_standard_normal(2 * self.K, self.T, samples, seed, self.dtype)
+
     def noise_from(self, raw: Any, samples: int) -> Any:
         """The noise e of :meth:`draw_noise` from its random numbers ``raw`` (those of :meth:`draw_raw`)."""
         B = self.B

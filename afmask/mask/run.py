@@ -146,23 +146,31 @@ class MaskRun:
         """The noise for ``seed``: drawn ahead on the NumPy backend (the same numbers, see prefetch_noise)."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == seed:
-            return self.obj.noise_from(ahead[1].result(), self.cfg.samples)
+            raw = ahead[1].result()
+            if self.B.name != "numpy":  # drawn on the host ahead: the copy to the device happens here
+                raw = self.B.asarray(raw)
+            return self.obj.noise_from(raw, self.cfg.samples)
         return self.obj.draw_noise(seed, self.cfg.samples, self.cfg.noise_generator)
 
     def prefetch_noise(self, seed: int) -> None:
-        """Start drawing the noise for ``seed`` in a background thread (NumPy backend only).
+        """Start drawing the noise for ``seed`` in a background thread (on the host: NumPy's generator).
 
         The host generator (numpy.random, which releases the GIL while it fills an array) was 15% of an
         iteration; drawn during the previous iteration's network pass it costs nothing on a machine with a free
         core, and the numbers are those of the same seed drawn in place, so runs stay bit-reproducible."""
-        if self.B.name != "numpy" or not PREFETCH_NOISE:
+        if not PREFETCH_NOISE or (self.B.name != "numpy" and self.cfg.noise_generator != "host"):
             return
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="afmask-noise")
-        # only the random numbers: for attenuation that is u (K x T per sample), half the size of the noise
-        self._ahead = (seed, self._pool.submit(self.obj.draw_raw, seed, self.cfg.samples, self.cfg.noise_generator))
+        # only the random numbers: for attenuation that is u (K x T per sample), half the size of the noise; on
+        # other backends only the host draw runs ahead (NumPy's generator), the copy to the device waits for _noise
+        if self.B.name == "numpy":
+            job = self._pool.submit(self.obj.draw_raw, seed, self.cfg.samples, self.cfg.noise_generator)
+        else:
+            job = self._pool.submit(self.obj.draw_raw_host, seed, self.cfg.samples)
+        self._ahead = (seed, job)
 
     def data_gradient(self, m: Any, seed: int, eps: Any = None) -> tuple[float, Any, float]:
         """f, df/dm and ||df/dm||^2 for one batch of noise (that of ``seed``, unless already drawn as ``eps``)."""
