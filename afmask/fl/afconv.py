@@ -148,6 +148,17 @@ def _ones(af: Any, rows: int, N: int, dtype: Any) -> Any:
 _ones_cache: dict = {}
 
 
+def _identity(af: Any, n: int, dtype: Any) -> Any:
+    """An evaluated n x n identity, kept."""
+    key = (n, dtype)
+    hit = _ones_cache.get(key)
+    if hit is None:
+        hit = af.identity(n, n, dtype=dtype)
+        af.eval(hit)
+        _ones_cache[key] = hit
+    return hit
+
+
 def forward(af: Any, x: Any, mats: tuple, k: int, with_bias: bool, s: int, p: int, keep_input: bool,
             relu: bool = False):
     """Output [nx, 1, cout, N] of input ``x`` [W, 1, C, N] (with the bias in the last row of ``mats``' forward
@@ -155,16 +166,20 @@ def forward(af: Any, x: Any, mats: tuple, k: int, with_bias: bool, s: int, p: in
     W, _, C, N = _dims4(x)
     nx = (W + 2 * p - k) // s + 1
     need = s * (nx - 1) + k  # padded rows any tap reads
-    xp = _pad_time(af, _time_major(af, x), p, max(need - p - W, 0))
+    total = -(-max(need, p + W) // s) * s  # padded rows: a multiple of s
+    xp = _pad_time(af, _time_major(af, x), p, total - p - W)
+    if s > 1:
+        # the phases (rows ph, ph + s, ...) as the columns of (padded input viewed as [s, rows / s * N * C])^T x I:
+        # one GEMM, exact for finite inputs (x * 1 + y * 0); ArrayFire's CPU strided copy took 2.2 ms per phase
+        # here against 0.5 ms for both (a NaN or inf in one phase would also reach its neighbours in the others)
+        U = total // s
+        split = af.matmul(af.moddims(xp, s, U * N * C), _identity(af, s, xp.dtype()), af.MATPROP.TRANS)
     phases, windows = [], []
     for ph, js in enumerate(_phase_taps(k, s)):
         if not js:
             phases.append(None)
             continue
-        rows = len(js) - 1 + nx
-        part = _rows(af, xp, ph, rows, s) if (s > 1 or rows != _dims4(xp)[0]) else xp
-        if s > 1:
-            af.eval(part)  # one strided copy, read by all of this phase's windows
+        part = af.moddims(split[:, ph], U, N, C) if s > 1 else xp
         windows += [_rows(af, part, m, nx) for m in range(len(js))]
         phases.append(part if keep_input else None)
     # the windows side by side, [nx, N, C * kw] (whole columns copied), times all the taps in one GEMM; the bias
@@ -204,17 +219,15 @@ def backward_input(af: Any, g: Any, mats: tuple, k: int, W: int, s: int, p: int)
         parts.append(af.moddims(af.matmul(af.moddims(cols, count * N, O * len(js)), bwd), count, N, C))
     if s == 1:
         return _time_major(af, parts[0])
-    # interleave the phases (padded row u * s + ph): ArrayFire's CPU backend copies element by element when
-    # the new dim 0 is this short (a join along dim 0 cost 10 ms), so the phases are transposed to (C, U, N)
-    # (dim-0-keeping reorder + batched transpose), joined along dim 1 in whole columns, and transposed back
+    # interleave the phases (padded row u * s + ph): the phases side by side as the columns of [U * N * C, s]
+    # (contiguous copies), times I as the transposed operand: [s, U * N * C] is the interleaved input, exactly
+    # (the forward's phase split backwards; ArrayFire's CPU backend copies element by element when the new
+    # dim 0 is this short: a join along dim 0 cost 10 ms)
     dt = parts[[i for i, q in enumerate(parts) if q is not None][0]].dtype()
-    cols = [af.moddims(af.reorder(af.reorder(q, 0, 2, 1, 3), 1, 0, 2, 3), C, 1, U * N) if q is not None
-            else af.constant(0, C, 1, U * N, dtype=dt) for q in parts]
-    joined = cols[0]
-    for i in range(1, s, 3):
-        joined = af.join(1, joined, *cols[i : i + 3])
-    dxt = af.moddims(joined, C, s * U, N)[:, p : p + W, :, :]  # (C, W, N)
-    return af.moddims(af.reorder(dxt, 1, 0, 2, 3), W, 1, C, N)
+    cols = _join_many(af, 1, [af.moddims(q, U * N * C, 1) if q is not None else af.constant(0, U * N * C, 1, dtype=dt)
+                              for q in parts])
+    dxp = af.moddims(af.matmul(_identity(af, s, dt), cols, af.MATPROP.NONE, af.MATPROP.TRANS), s * U, N, C)
+    return _time_major(af, _rows(af, dxp, p, W))
 
 
 def backward_weights(af: Any, g: Any, phases: list, k: int, s: int) -> Any:
