@@ -3,23 +3,24 @@
 wav2letter's convolutions are 1-D: input [W, 1, C, N], weights [kw, 1, C, cout]. On
 ArrayFire's CPU backend the im2col route (unwrap, a reorder that moves dim 0, a batched
 matmul over tiled weights, wrap in the backward) cost about 14x the GEMMs themselves:
-any copy that changes which dim is the fastest runs element by element there, while
-copies that keep dim 0 in place (reorder of the outer dims, pad, join, sub-arrays)
-run at memory speed. So everything here keeps time as dim 0:
+any copy that changes which dim is the fastest runs element by element there (so do
+strided copies, tile along dim 0 and select), while copies that keep dim 0 in place
+(reorder of the outer dims, pad, join, contiguous sub-arrays) run at memory speed. So
+everything here keeps time as dim 0:
 
 - the input is reordered to time-major [W, N, C] (dim 0 stays) and zero-padded in time;
-  viewed as a [W * N, C] matrix it is one GEMM operand, and dim 0 (time) is still the fastest;
-- ONE GEMM per stride phase multiplies it by all the taps at once, [C, cout * kw],
-  giving Y [W, N, cout, kw]; output step t is the sum over taps j of
-  Y[t * s + j, :, :, j], a sum of kw shifted sub-arrays (one JIT kernel, with the
-  bias and the fused ReLU);
-- the backward to the input is the same with the roles swapped: Z = G x [cout, C * kw]
-  on the time-padded output gradient, and the input gradient of phase ph is a sum of
-  shifted sub-arrays of Z; the phases are interleaved in a transposed layout (see backward_input).
+- the kw windows (sub-arrays shifted in time, no copy) are joined side by side in one
+  copy of whole columns, [nx, N, C * kw], with a column of ones for the bias, and ONE
+  GEMM by the taps [C * kw + 1, cout] gives the output, time-major; the ReLU is fused;
+- the backward to the input is the same on the time-padded output gradient: windows of
+  the gradient joined, times the taps [cout * kw, C];
+- a stride s > 1 splits the padded input into its s phases (rows ph, ph + s, ...) by one
+  GEMM with the identity (the backward interleaves them the same way), so each tap
+  reads a contiguous window of its phase.
 
-A stride s > 1 splits the padded input into s phases (rows ph, ph + s, ...), so each
-GEMM computes only the rows its taps read. The backward needs no saved input; the
-input phases are kept only when the weights need a gradient.
+The backward needs no saved input; the input phases are kept only when the weights
+need a gradient. Gradients below the smallest normal float are flushed to 0 (see
+afmask.fl.functions._conv_time_af).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ _weights_cache: dict = {}
 
 
 def supported(backend: Any, wdims: tuple, idims: tuple, sy: int, py: int) -> bool:
-    """Whether the ArrayFire time convolution applies: the arrayfire backend, H = 1, a kernel one high, no H stride/pad."""
+    """Whether the ArrayFire time convolution applies: the arrayfire backend, H = 1, a kernel one high, no stride or
+    padding in H."""
     return (getattr(backend, "name", None) == "arrayfire" and idims[1] == 1 and wdims[1] == 1 and sy == 1 and py == 0)
 
 
