@@ -687,12 +687,19 @@ def _conv_time_af(input: Variable, weights: Variable, bias: Variable | None, sx:
         if b.dtype(ga) != b.dtype(out):
             ga = b.astype(ga, b.dtype(out))
         # subnormal gradients flushed to 0 (each changes by less than the smallest normal number): ArrayFire's
-        # CPU GEMM ran 8-10x slower on the few hundred subnormals the softmax's gradient leaves in the last layer
-        # (a product with the mask, as on NumPy: ArrayFire's CPU select is 6x slower than a JIT multiply)
-        keep = af.abs(ga) >= float(np.finfo(b.dtype(ga)).tiny)
-        ga = ga * ((out > 0) & keep if relu else keep)
+        # CPU GEMM ran 8-10x slower on the few hundred subnormals the softmax's gradient leaves in the last layer.
+        # A gradient straight from another time convolution's backward (flushed at its entry, then one GEMM
+        # of normal numbers) is not tested again: the test cost 0.2 ms a layer. The mask is a product, as on
+        # NumPy (ArrayFire's CPU select is 6x slower than a JIT multiply).
+        if getattr(ga, "_afmask_flushed", False):
+            ga = ga * (out > 0) if relu else ga
+        else:
+            keep = af.abs(ga) >= float(np.finfo(b.dtype(ga)).tiny)
+            ga = ga * ((out > 0) & keep if relu else keep)
         if inputs[0].isCalcGrad():
-            _add_grad(inputs[0], _afconv.backward_input(af, ga, mats, kw, W, sx, px))
+            dx = _afconv.backward_input(af, ga, mats, kw, W, sx, px)
+            dx._afmask_flushed = True
+            _add_grad(inputs[0], dx)
         if inputs[1].isCalcGrad():
             _add_grad(inputs[1], _afconv.backward_weights(af, ga, phases, kw, sx))
         if len(inputs) > 2 and inputs[2].isCalcGrad():
