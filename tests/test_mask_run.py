@@ -151,3 +151,13 @@ def test_m_stays_below_its_bound(backend, parametrization):
     result = run_mask(objective(backend, "posteriors", "relative"), cfg, progress=False)
     assert np.max(np.abs(result.m_last)) <= 0.5 * (1 + 1e-6)
     assert np.max(np.abs(result.m_last)) > 0.4  # the regulariser pushed m up to the bound
+
+
+@pytest.mark.parametrize("noise", ["absolute", "attenuate"])
+def test_noise_drawn_ahead_equals_noise_drawn_in_place(backend, noise):
+    """The background draw (on the host, on every backend) gives the very numbers of the same seed drawn in place."""
+    obj = objective(backend, noise=noise)
+    r = MaskRun(obj, MaskConfig.preset("default", samples=2, noise=noise, iterations=3))
+    r.prefetch_noise(11)
+    ahead = backend.to_numpy(r._noise(11))
+    np.testing.assert_array_equal(ahead, backend.to_numpy(obj.draw_noise(11, 2)))

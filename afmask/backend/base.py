@@ -244,6 +244,10 @@ class Backend(abc.ABC):
         """``af::wrap`` (is_column): the adjoint of unwrap, summing overlaps into [ox, oy, C, N]."""
 
     # -- device ---------------------------------------------------------------------------
+    def eval(self, *arrays: Array) -> None:
+        """Compute lazily evaluated arrays now (ArrayFire's JIT), so later uses read them instead of recomputing
+        their expressions; a no-op on eager backends."""
+
     @abc.abstractmethod
     def sync(self) -> None:
         """Wait for queued work on the device to finish (for timing)."""

@@ -14,6 +14,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from afmask.backend import dims4, get_backend, unwrap_counts
+from afmask.fl import afconv as _afconv
 from afmask.fl import conv as _conv
 from afmask.fl.variable import Variable
 
@@ -209,6 +210,10 @@ def relu(input: Variable) -> Variable:
     """``max(input, 0)``; gradient 1 where input > 0."""
     x = input.array()
     b = input.backend
+    if b.name == "arrayfire":
+        # a product with the mask (ArrayFire's CPU select is 6x slower than a JIT multiply); the same values
+        # for every finite gradient
+        return _out(b.maximum(x, 0.0), input, (input,), lambda inputs, g: _add_grad(inputs[0], g.array() * (x > 0)))
     return _out(b.maximum(x, 0.0), input, (input,), lambda inputs, g: _add_grad(inputs[0], b.where(x > 0, g.array(), 0.0)))
 
 
@@ -502,10 +507,42 @@ def linear(input: Variable, weight: Variable, bias: Variable | None = None) -> V
     if getattr(b, "xp", None) is not None and wd[2:] == (1, 1) and input.dims(0) == wd[1] and input.dims(3) == 1 and (
             bias is None or bias.elements() == wd[0]):
         return _linear_frames(input, weight, bias)
+    if b.name == "arrayfire" and wd[2:] == (1, 1) and input.dims(0) == wd[1] and input.dims(3) == 1 and (
+            bias is None or bias.elements() == wd[0]):
+        return _linear_af(input, weight, bias)
     out = matmul(weight, input)
     if bias is not None:
         out = out + tileAs(bias, out)
     return out
+
+
+def _linear_af(input: Variable, weight: Variable, bias: Variable | None) -> Variable:
+    """``linear`` on ArrayFire as one 2-D GEMM over every frame of every sample ([in, T * N]), not a batched matmul
+    of weights tiled N times."""
+    b = input.backend
+    af = b.af
+    nin, T, N, _ = input.dims()
+    nout = weight.dims(0)
+    w, x, bias_arr = _afconv.promote(af, b, weight.array(), input.array(), None if bias is None else bias.array())
+    x2 = af.moddims(x, nin, T * N)
+    out = af.matmul(w, x2)
+    if bias is not None:
+        out = out + af.tile(af.moddims(bias_arr, nout, 1), 1, T * N)
+    out = af.moddims(out, nout, T, N)
+
+    def grad(inputs, g):
+        g2 = af.moddims(g.array(), nout, T * N)
+        if b.dtype(g2) != b.dtype(w):
+            g2 = b.astype(g2, b.dtype(w))
+        if inputs[0].isCalcGrad():
+            _add_grad(inputs[0], af.moddims(af.matmul(w, g2, af.MATPROP.TRANS), nin, T, N))
+        if inputs[1].isCalcGrad():
+            _add_grad(inputs[1], af.matmul(g2, x2, af.MATPROP.NONE, af.MATPROP.TRANS))
+        if len(inputs) > 2 and inputs[2].isCalcGrad():
+            _add_grad(inputs[2], af.moddims(af.sum(g2, 1), *b.dims(inputs[2].array())))
+
+    inputs = (input, weight) if bias is None else (input, weight, bias)
+    return _out(out, input, inputs, grad)
 
 
 def _linear_frames(input: Variable, weight: Variable, bias: Variable | None) -> Variable:
@@ -564,6 +601,8 @@ def conv2d(
         raise ValueError(f"conv2d: input has {C} channels (dims {input.dims()}), weights expect {cin} (dims {weights.dims()})")
     if _conv.supported(b, (kw, kh, cin, cout), (W, H, C, N), sy, py):
         return _conv_time(input, weights, bias, sx, px)
+    if _afconv.supported(b, (kw, kh, cin, cout), (W, H, C, N), sy, py):
+        return _conv_time_af(input, weights, bias, sx, px)
     cols = b.unwrap(input.array(), kw, kh, sx, sy, px, py)  # [kw*kh, L, C, N]
     L = b.dims(cols)[1]
     nx, ny = (W + 2 * px - kw) // sx + 1, (H + 2 * py - kh) // sy + 1
@@ -598,6 +637,8 @@ def conv2d_relu(input: Variable, weights: Variable, bias: Variable | None = None
     kw, kh, cin, cout = weights.dims()
     if cin == C and _conv.supported(b, (kw, kh, cin, cout), (W, H, C, N), sy, py):
         return _conv_time(input, weights, bias, sx, px, relu=True)
+    if cin == C and _afconv.supported(b, (kw, kh, cin, cout), (W, H, C, N), sy, py):
+        return _conv_time_af(input, weights, bias, sx, px, relu=True)
     return relu(conv2d(input, weights, bias, sx, sy, px, py))
 
 
@@ -625,6 +666,47 @@ def _conv_time(input: Variable, weights: Variable, bias: Variable | None, sx: in
 
     inputs = (input, weights) if bias is None else (input, weights, bias)
     return _out(b._canon(out4), input, inputs, grad)
+
+
+def _conv_time_af(input: Variable, weights: Variable, bias: Variable | None, sx: int, px: int,
+                  relu: bool = False) -> Variable:
+    """conv2d of [W, 1, C, N] by [kw, 1, C, cout] on ArrayFire without af.unwrap (afmask.fl.afconv), optionally
+    with a ReLU."""
+    b = input.backend
+    af = b.af
+    W, _, C, N = input.dims()
+    kw = weights.dims(0)
+    w_grad = weights.isCalcGrad()
+    x, w, bias_arr = _afconv.promote(af, b, input.array(), weights.array(), None if bias is None else bias.array())
+    fixed = not w_grad and w is weights.array() and (bias is None or (not bias.isCalcGrad() and bias_arr is bias.array()))
+    mats = _afconv.taps(af, w, sx, cache=fixed, bias=bias_arr)
+    out, phases = _afconv.forward(af, x, mats, kw, bias is not None, sx, px, keep_input=w_grad, relu=relu)
+
+    def grad(inputs, g):
+        ga = g.array()
+        if b.dtype(ga) != b.dtype(out):
+            ga = b.astype(ga, b.dtype(out))
+        # subnormal gradients flushed to 0 (each changes by less than the smallest normal number): ArrayFire's
+        # CPU GEMM ran 8-10x slower on the few hundred subnormals the softmax's gradient leaves in the last layer.
+        # A gradient straight from another time convolution's backward (flushed at its entry, then one GEMM
+        # of normal numbers) is not tested again: the test cost 0.2 ms a layer. The mask is a product, as on
+        # NumPy (ArrayFire's CPU select is 6x slower than a JIT multiply).
+        if getattr(ga, "_afmask_flushed", False):
+            ga = ga * (out > 0) if relu else ga
+        else:
+            keep = af.abs(ga) >= float(np.finfo(b.dtype(ga)).tiny)
+            ga = ga * ((out > 0) & keep if relu else keep)
+        if inputs[0].isCalcGrad():
+            dx = _afconv.backward_input(af, ga, mats, kw, W, sx, px)
+            dx._afmask_flushed = True
+            _add_grad(inputs[0], dx)
+        if inputs[1].isCalcGrad():
+            _add_grad(inputs[1], _afconv.backward_weights(af, ga, phases, kw, sx))
+        if len(inputs) > 2 and inputs[2].isCalcGrad():
+            _add_grad(inputs[2], b.sum(ga, [0, 1, 3]))
+
+    inputs = (input, weights) if bias is None else (input, weights, bias)
+    return _out(out, input, inputs, grad)
 
 
 # -- more layers' functions ------------------------------------------------------------------

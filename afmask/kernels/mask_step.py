@@ -219,13 +219,28 @@ def opencl_info() -> dict | None:
 
 # slowest first per array module: 'auto' takes the last one available (opencl copies NumPy arrays to its
 # device and back, so the in-place extension comes after it)
-_PATHS_FOR = {"numpy": ("loop", "expr", "opencl", "ext"), "cupy": ("loop", "expr", "cuda"), "arrayfire": ("arrayfire",)}
+# ("ext" takes ArrayFire arrays on ArrayFire's CPU backend only, where its buffers are host memory: see _paths_for)
+_PATHS_FOR = {"numpy": ("loop", "expr", "opencl", "ext"), "cupy": ("loop", "expr", "cuda"), "arrayfire": ("arrayfire", "ext")}
+
+
+def _af_on_cpu() -> bool:
+    """Whether ArrayFire loads here and runs its CPU backend (its arrays then live in host memory)."""
+    af, _ = _af_or_reason()
+    return af is not None and str(af.get_active_backend()).lower() == "cpu"
+
+
+def _paths_for(name: str) -> tuple:
+    """The paths that take ``name``'s arrays here, slowest first."""
+    paths = _PATHS_FOR[name]
+    if name == "arrayfire" and not _af_on_cpu():
+        paths = tuple(p for p in paths if p != "ext")
+    return paths
 
 
 def available_paths(array_module: Any = None) -> list[str]:
     """Paths that run here, slowest first; for one array module (module, name or backend) if given."""
     status = path_status()
-    names = PATHS if array_module is None else _PATHS_FOR[_name_of(array_module)]
+    names = PATHS if array_module is None else _paths_for(_name_of(array_module))
     if array_module is not None and _name_of(array_module) == "cupy" and _cupy_or_reason()[0] is None:
         return []
     return [p for p in names if status[p] == "available"]
@@ -236,10 +251,10 @@ def best_path(array_module: Any) -> str:
     name = _name_of(array_module)
     if name == "cupy" and _cupy_or_reason()[0] is None:
         raise RuntimeError(f"no path runs cupy arrays here: {_cupy_or_reason()[1]}")
-    for p in reversed(_PATHS_FOR[name]):  # fastest first, probing no further than needed
+    for p in reversed(_paths_for(name)):  # fastest first, probing no further than needed
         if _state(p) == "available":
             return p
-    raise RuntimeError(f"no path runs {name} arrays here: {_state(_PATHS_FOR[name][-1])}")
+    raise RuntimeError(f"no path runs {name} arrays here: {_state(_paths_for(name)[-1])}")
 
 
 def _resolve(path: str, first: Any) -> tuple[str, str]:
@@ -249,8 +264,9 @@ def _resolve(path: str, first: Any) -> tuple[str, str]:
         return best_path(mod), mod
     if path not in PATHS:
         raise ValueError(f"path: expected 'auto' or one of {', '.join(PATHS)}, got {path!r}")
-    if path not in _PATHS_FOR[mod]:
-        raise ValueError(f"path {path!r} does not take {mod} arrays; for {mod} use one of {', '.join(_PATHS_FOR[mod])}")
+    if path not in _paths_for(mod):
+        where = " on ArrayFire's CPU backend only" if path in _PATHS_FOR[mod] else ""
+        raise ValueError(f"path {path!r} does not take {mod} arrays{where}; for {mod} use one of {', '.join(_paths_for(mod))}")
     return path, mod
 
 
@@ -573,6 +589,68 @@ def _af_backward(xgrad, x, eps, m, coef, lr):
     return mgrad, m_new, float(af.sum(m64 * m64)), float(af.sum(g64 * g64)), bad
 
 
+def _af_host(af, arrays: dict) -> dict:
+    """NumPy views (float32, column-major, 3-D) of the memory of ArrayFire CPU-backend arrays, by name.
+
+    Each array is evaluated (and copied if it is a strided view), then ArrayFire's worker thread is waited for:
+    after that its buffers are plain host memory, which the extension reads in place (ArrayFire's documented
+    interop, as a C++ program would pass ``a.device<float>()`` to its own kernel)."""
+    import ctypes
+
+    ready = {}
+    for name, a in arrays.items():
+        af.eval(a)
+        ready[name] = a if a.is_linear() else a.copy()
+        af.eval(ready[name])
+    af.sync()
+    views = {}
+    for name, a in ready.items():
+        d = _af_dims4(a)
+        n = d[0] * d[1] * d[2] * d[3]
+        buf = (ctypes.c_float * n).from_address(a.raw_ptr() + 4 * a.offset())
+        views[name] = (np.ctypeslib.as_array(buf).reshape((d[0], d[1], d[2] * d[3]), order="F"), a)
+    return views
+
+
+def _af_fresh(af, dims) -> Any:
+    """A new ArrayFire f32 array with its own (uninitialised) buffer, for the extension to write."""
+    out = af.Array(dims=tuple(int(v) for v in dims), dtype=af.Dtype.f32)
+    af.eval(out)
+    return out
+
+
+def _af_host_forward(x, eps, m):
+    af = _af()
+    K, T, S = _af_shapes(x, eps)
+    _af_check(m, "m", (2 * K, T, 1, 1))
+    mag = _af_fresh(af, (K, T, S) if S > 1 else (K, T))
+    v = _af_host(af, {"x": x, "eps": eps, "m": m, "mag": mag})
+    bad = _ext().forward(v["x"][0][:, :, 0], v["eps"][0] if S > 1 else v["eps"][0][:, :, 0], v["m"][0][:, :, 0],
+                         v["mag"][0] if S > 1 else v["mag"][0][:, :, 0])
+    return mag, int(bad)
+
+
+def _af_host_backward(xgrad, x, eps, m, lam, m_sqnorm, lr):
+    af = _af()
+    K, T, S = _af_shapes(x, eps)
+    _af_check(m, "m", (2 * K, T, 1, 1))
+    _af_check(xgrad, "xgrad", (K, T, S, 1))
+    mgrad = _af_fresh(af, (2 * K, T))
+    arrays = {"xgrad": xgrad, "x": x, "eps": eps, "mgrad": mgrad}
+    # the update is written in place: into a copy of m with its own buffer (m itself may be shared)
+    if lr is not None:
+        af.eval(m)
+        m = m.copy()
+    arrays["m"] = m
+    v = _af_host(af, arrays)
+    two = lambda a: a[:, :, 0]  # noqa: E731
+    sq_m, sq_g, bad = _ext().backward(
+        v["xgrad"][0] if S > 1 else two(v["xgrad"][0]), two(v["x"][0]), v["eps"][0] if S > 1 else two(v["eps"][0]),
+        two(v["m"][0]), two(v["mgrad"][0]), lam, 0.0 if m_sqnorm is None else m_sqnorm, 0.0 if lr is None else lr,
+        lr is not None)
+    return mgrad, v["m"][1], sq_m, sq_g, bad
+
+
 # ---------------------------------------------------------------------------
 # the public API
 
@@ -584,6 +662,10 @@ def forward(x: Any, eps: Any, m: Any, out: Any = None, path: str = "auto", check
         if out is not None:
             raise ValueError("out: the arrayfire path returns a new array; pass out=None")
         mag, bad = _af_forward(x, eps, m)
+    elif mod == "arrayfire":  # ext on ArrayFire's host buffers
+        if out is not None:
+            raise ValueError("out: ArrayFire arrays come back as new arrays; pass out=None")
+        mag, bad = _af_host_forward(x, eps, m)
     else:
         xp = _xp(mod)
         K, T, S, _, kshape = _check_forward(x, eps, m, out, mod)
@@ -638,6 +720,10 @@ def backward(
         if out is not None:
             raise ValueError("out: the arrayfire path returns a new array; pass out=None")
         mgrad, m_new, sq_m, sq_g, bad = _af_backward(xgrad, x, eps, m, coef, lr)
+    elif mod == "arrayfire":  # ext on ArrayFire's host buffers
+        if out is not None:
+            raise ValueError("out: ArrayFire arrays come back as new arrays; pass out=None")
+        mgrad, m_new, sq_m, sq_g, bad = _af_host_backward(xgrad, x, eps, m, lam, m_sqnorm, lr)
     else:
         xp = _xp(mod)
         K, T, S, xshape, _ = _check_backward(xgrad, x, eps, m, out, lam, m_sqnorm, lr, mod)

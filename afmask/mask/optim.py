@@ -47,6 +47,7 @@ class Adam:
         f = B.dtype(theta).type
         self.m1 = self.m1 * f(self.b1) + grad * f(1 - self.b1)
         self.m2 = self.m2 * f(self.b2) + grad * grad * f(1 - self.b2)
+        B.eval(self.m1, self.m2)  # ArrayFire: else each step's moments would inline all the previous steps'
         c1, c2 = 1 - self.b1**self.t, 1 - self.b2**self.t
         step_size = self.lr * math.sqrt(c2) / c1
         return theta - self.m1 * f(step_size) / (B.sqrt(self.m2) + f(self.eps * math.sqrt(c2)))

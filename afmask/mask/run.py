@@ -149,25 +149,32 @@ class MaskRun:
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == seed:
             drawn = ahead[1].result()
+            if self.B.name != "numpy":  # drawn on the host ahead: the copy to the device happens here
+                return self.obj.noise_from(self.B.asarray(drawn), self.cfg.samples)
             return drawn if self.obj.noise != "attenuate" else self.obj.noise_from(drawn, self.cfg.samples)
         return self.obj.draw_noise(seed, self.cfg.samples, self.cfg.noise_generator)
 
     def prefetch_noise(self, seed: int) -> None:
-        """Start drawing the noise for ``seed`` in a background thread (NumPy backend only).
+        """Start drawing the noise for ``seed`` in a background thread (on the host: NumPy's generator).
 
         The host generator (numpy.random, which releases the GIL while it fills an array) was 15% of an
         iteration; drawn during the previous iteration's network pass it costs nothing on a machine with a free
         core, and the numbers are those of the same seed drawn in place, so runs stay bit-reproducible."""
-        if self.B.name != "numpy" or not PREFETCH_NOISE:
+        if not PREFETCH_NOISE or (self.B.name != "numpy" and self.cfg.noise_generator != "host"):
             return
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="afmask-noise")
-        # only the random numbers for attenuation (u, K x T per sample: half the size of the noise); the other
-        # noises are the size of their random numbers, so they are scaled there too
-        draw = self.obj.draw_raw if self.obj.noise == "attenuate" else self.obj.draw_noise
-        self._ahead = (seed, self._pool.submit(draw, seed, self.cfg.samples, self.cfg.noise_generator))
+        # NumPy: only the random numbers for attenuation (u, K x T per sample: half the size of the noise); the
+        # other noises are the size of their random numbers, so they are scaled there too. Other backends: only
+        # the host draw runs ahead (NumPy's generator), the copy to the device waits for _noise
+        if self.B.name == "numpy":
+            draw = self.obj.draw_raw if self.obj.noise == "attenuate" else self.obj.draw_noise
+            job = self._pool.submit(draw, seed, self.cfg.samples, self.cfg.noise_generator)
+        else:
+            job = self._pool.submit(self.obj.draw_raw_host, seed, self.cfg.samples)
+        self._ahead = (seed, job)
 
     def data_gradient(self, m: Any, seed: int, eps: Any = None) -> tuple[float, Any, float]:
         """f, df/dm and ||df/dm||^2 for one batch of noise (that of ``seed``, unless already drawn as ``eps``)."""
@@ -198,6 +205,7 @@ class MaskRun:
         B, cfg = self.B, self.cfg
         theta = self.theta
         m = self.scale(theta)
+        B.eval(m)  # ArrayFire: m feeds the gradient and every term of the update
         seed = iteration_seed(cfg.seed, self.iteration)
         eps = self._noise(seed)
         if self.iteration + 1 < cfg.iterations:  # none past the last step: it would only hold memory
@@ -279,6 +287,7 @@ class MaskRun:
         new_theta = self.optimizer.step(theta, grad_theta)
         if cfg.m_max is not None:
             new_theta = fortran(B, terms.bound_theta(B, cfg.parametrization, new_theta, cfg.m_max))
+        B.eval(new_theta)  # ArrayFire: computed once here, not again by every later use
         n = float(np.prod(B.dims(m)))
         m_mean = B.total64(m) / n
         m_var = m_sq / n - m_mean * m_mean if cfg.norm_accumulation == "float64" else float(B.scalar(B.var(B.astype(m, np.float64), [0, 1], True)))
