@@ -48,3 +48,18 @@ def test_arrayfire_runs_keep_one_blas_thread(monkeypatch):
     finally:
         threads._apply(before.threads)
         threads._choice = before
+
+
+def test_a_measured_choice_of_more_threads_drops_to_one_for_arrayfire(monkeypatch):
+    """A count measured earlier in the process for NumPy is not used for ArrayFire, whose results depend on it."""
+    monkeypatch.delenv(threads.THREADS_ENV, raising=False)
+    before = threads.current()
+    try:
+        threads._choice = threads.ThreadChoice(2, "measured (test)", {1: 1.0, 2: 0.5})
+        assert threads.ensure("numpy") == 2
+        assert threads.ensure("arrayfire") == 1 and "ArrayFire" in threads.current().reason
+        threads._choice = threads.ThreadChoice(2, "set by --threads")
+        assert threads.ensure("arrayfire") == 2  # the user's count stands
+    finally:
+        threads._apply(before.threads)
+        threads._choice = before

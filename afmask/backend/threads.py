@@ -126,11 +126,14 @@ def configure(threads: Optional[int] = None) -> ThreadChoice:
     return choice
 
 
+_for_arrayfire = False
+
+
 def _on_arrayfire() -> bool:
-    """Whether afmask's current backend is ArrayFire (its choice is made here if not yet)."""
+    """Whether the choice is for ArrayFire: asked by :func:`ensure`, or afmask's current backend (chosen here if not yet)."""
     from afmask.backend import get_backend
 
-    return get_backend().name == "arrayfire"
+    return _for_arrayfire or get_backend().name == "arrayfire"
 
 
 #: A measured choice of more than one thread is measured again after this many seconds (load changes).
@@ -153,9 +156,18 @@ def current() -> ThreadChoice:
     return _choice if _choice is not None else configure()
 
 
-def ensure() -> int:
-    """Make sure afmask has chosen its threads; the number chosen."""
-    return current().threads
+def ensure(backend: Optional[str] = None) -> int:
+    """Make sure afmask has chosen its threads (one for ``backend`` "arrayfire", unless the user set them); the number."""
+    c = current()
+    if backend == "arrayfire" and c.threads > 1 and c.measured_ms is not None:
+        # measured for another backend earlier in this process: ArrayFire's results depend on the count
+        global _for_arrayfire
+        _for_arrayfire = True
+        try:
+            c = configure()
+        finally:
+            _for_arrayfire = False
+    return c.threads
 
 
 #: Why OPENBLAS_CORETYPE was set for libraries loaded later (ArrayFire's BLAS), or None if afmask left it alone.

@@ -106,7 +106,7 @@ class MaskObjective:
         if noise not in NOISES:
             raise ValueError(f"noise must be one of {', '.join(NOISES)}, got {noise!r}")
         self.B = backend or get_backend()
-        threads.ensure()  # afmask's BLAS/OpenMP threads, chosen once per process
+        threads.ensure(self.B.name)  # afmask's BLAS/OpenMP threads, chosen once per process (one on ArrayFire)
         self.model = model
         self.variant, self.noise, self.stats = variant, noise, stats
         self.K, self.T = fft.shape[0] // 2, fft.shape[1]
