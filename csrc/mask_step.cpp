@@ -649,7 +649,13 @@ BackwardResult backward_kernel(const float *xgrad, const float *x, const float *
     return {sq_m, sq_g, bad};
 }
 
-long long py_forward(py::handle x_, py::handle eps_, py::handle m_, py::handle mag_) {
+// The forward kernels' arguments (x, eps, m read; mag written), checked the same way for each.
+struct ForwardArgs {
+    View x, eps, m, mag;
+    Dims d;
+};
+
+ForwardArgs check_forward(py::handle x_, py::handle eps_, py::handle m_, py::handle mag_) {
     const View x = check(x_, "x", false), eps = check(eps_, "eps", false), m = check(m_, "m", false),
                mag = check(mag_, "mag", true);
     const Dims d = dims_of(x, eps);
@@ -658,8 +664,13 @@ long long py_forward(py::handle x_, py::handle eps_, py::handle m_, py::handle m
     expect_disjoint(mag, "mag", x, "x");
     expect_disjoint(mag, "mag", eps, "eps");
     expect_disjoint(mag, "mag", m, "m");
+    return {x, eps, m, mag, d};
+}
+
+long long py_forward(py::handle x_, py::handle eps_, py::handle m_, py::handle mag_) {
+    const ForwardArgs a = check_forward(x_, eps_, m_, mag_);
     py::gil_scoped_release release;
-    return forward_kernel(x.data, eps.data, m.data, mag.data, d.K, d.T, d.S);
+    return forward_kernel(a.x.data, a.eps.data, a.m.data, a.mag.data, a.d.K, a.d.T, a.d.S);
 }
 
 py::tuple py_backward(py::handle xgrad_, py::handle x_, py::handle eps_, py::handle m_, py::handle mgrad_, double lam,
@@ -789,19 +800,12 @@ long long forward_stats_kernel(const float *x, const float *eps, const float *m,
 }
 
 py::tuple py_forward_stats(py::handle x_, py::handle eps_, py::handle m_, py::handle mag_) {
-    const View x = check(x_, "x", false), eps = check(eps_, "eps", false), m = check(m_, "m", false),
-               mag = check(mag_, "mag", true);
-    const Dims d = dims_of(x, eps);
-    expect_shape(m, "m", d.xshape);
-    expect_shape(mag, "mag", d.kshape);
-    expect_disjoint(mag, "mag", x, "x");
-    expect_disjoint(mag, "mag", eps, "eps");
-    expect_disjoint(mag, "mag", m, "m");
-    std::vector<Sums> sums(static_cast<size_t>(d.S));
+    const ForwardArgs a = check_forward(x_, eps_, m_, mag_);
+    std::vector<Sums> sums(static_cast<size_t>(a.d.S));
     long long bad;
     {
         py::gil_scoped_release release;
-        bad = forward_stats_kernel(x.data, eps.data, m.data, mag.data, d.K, d.T, d.S, sums);
+        bad = forward_stats_kernel(a.x.data, a.eps.data, a.m.data, a.mag.data, a.d.K, a.d.T, a.d.S, sums);
     }
     py::list sx, sq;
     for (const Sums &v : sums) {
