@@ -32,51 +32,54 @@ def _draw(fill: Any, shape: tuple, dtype: Any, reuse: bool) -> np.ndarray:
     return out
 
 
+def _host(method: str, rows: int, T: int, samples: int, seed: int, dtype: Any, reuse: bool) -> np.ndarray:
+    """The draws of ``numpy.random.Generator(seed).<method>`` as (rows, T[, S]), column-major."""
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype).type
+    fill = getattr(rng, method)
+    # drawn in reversed dims and transposed: column-major memory without a copy
+    if samples == 1:
+        return _draw(fill, (T, rows), dt, reuse).T
+    return _draw(fill, (samples, T, rows), dt, reuse).transpose(2, 1, 0)
+
+
+def _on_backend(B: Backend, method: str, device: str, rows: int, T: int, samples: int, seed: int, dtype: Any,
+                generator: str) -> Any:
+    """The host draws of ``method`` copied to ``B``, or ``B.<device>``'s own draws, (rows, T[, S])."""
+    if generator == "host":
+        # one host-to-device copy (none on NumPy); already column-major, so no device transpose
+        return B.asarray(_host(method, rows, T, samples, seed, dtype, reuse=B.name == "numpy"))
+    if generator == "device":
+        draw = getattr(B, device)
+        if samples == 1:
+            return B.transpose(draw((T, rows), seed, dtype))
+        return B.reorder(draw((samples, T, rows), seed, dtype), (2, 1, 0))
+    raise ValueError(f"noise generator must be one of {', '.join(GENERATORS)}, got {generator!r}")
+
+
 def host_standard_normal(rows: int, T: int, samples: int, seed: int, dtype: Any = np.float32,
                          reuse: bool = False) -> np.ndarray:
     """N(0, 1) draws (rows, T[, S]) on the host, column-major: the numbers every backend gets for ``seed``.
 
     ``reuse``: into a buffer of the workspace pool, free again once nothing holds the result."""
-    rng = np.random.default_rng(seed)
-    dt = np.dtype(dtype).type
-    # drawn in reversed dims and transposed: column-major memory without a copy
-    if samples == 1:
-        return _draw(rng.standard_normal, (T, rows), dt, reuse).T
-    return _draw(rng.standard_normal, (samples, T, rows), dt, reuse).transpose(2, 1, 0)
+    return _host("standard_normal", rows, T, samples, seed, dtype, reuse)
 
 
 def standard_normal(
     B: Backend, rows: int, T: int, samples: int, seed: int, dtype: Any = np.float32, generator: str = "host"
 ) -> Any:
     """N(0, 1) noise (rows, T[, S]) as a backend array for ``seed``; ``generator`` "host" or "device" (see GENERATORS)."""
-    if generator == "host":
-        # one host-to-device copy (none on NumPy); already column-major, so no device transpose
-        return B.asarray(host_standard_normal(rows, T, samples, seed, dtype, reuse=B.name == "numpy"))
-    if generator == "device":
-        if samples == 1:
-            return B.transpose(B.randn((T, rows), seed, dtype))
-        return B.reorder(B.randn((samples, T, rows), seed, dtype), (2, 1, 0))
-    raise ValueError(f"noise generator must be one of {', '.join(GENERATORS)}, got {generator!r}")
+    return _on_backend(B, "standard_normal", "randn", rows, T, samples, seed, dtype, generator)
 
 
 def host_uniform(rows: int, T: int, samples: int, seed: int, dtype: Any = np.float32, reuse: bool = False) -> np.ndarray:
     """U(0, 1) draws (rows, T[, S]) on the host, column-major: the numbers every backend gets for ``seed``
     (``reuse`` as for :func:`host_standard_normal`)."""
-    rng = np.random.default_rng(seed)
-    dt = np.dtype(dtype).type
-    if samples == 1:
-        return _draw(rng.random, (T, rows), dt, reuse).T
-    return _draw(rng.random, (samples, T, rows), dt, reuse).transpose(2, 1, 0)
+    return _host("random", rows, T, samples, seed, dtype, reuse)
 
 
 def uniform(
     B: Backend, rows: int, T: int, samples: int, seed: int, dtype: Any = np.float32, generator: str = "host"
 ) -> Any:
     """U(0, 1) noise (rows, T[, S]) as a backend array for ``seed``; ``generator`` as for :func:`standard_normal`."""
-    if generator == "host":
-        return B.asarray(host_uniform(rows, T, samples, seed, dtype, reuse=B.name == "numpy"))
-    if generator == "device":
-        if samples == 1:
-            return B.transpose(B.randu((T, rows), seed, dtype))
-        return B.reorder(B.randu((samples, T, rows), seed, dtype), (2, 1, 0))
-    raise ValueError(f"noise generator must be one of {', '.join(GENERATORS)}, got {generator!r}")
+    return _on_backend(B, "random", "randu", rows, T, samples, seed, dtype, generator)
