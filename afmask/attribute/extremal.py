@@ -27,7 +27,9 @@ import numpy as np
 
 from afmask.attribute.base import Attributor, Progress, _positive_int
 from afmask.attribute.target import Target
+from afmask.backend import get_backend
 from afmask.fl.nn import Module
+from afmask.mask.optim import Adam
 
 #: The default areas: shares of the points kept, smallest first.
 AREAS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -90,8 +92,7 @@ class Extremal(Attributor):
         scale = abs(clean) if clean != 0 else 1.0
         targets = area_targets(n, self.areas)
         theta = np.zeros((n, A))
-        m1, m2 = np.zeros_like(theta), np.zeros_like(theta)
-        b1, b2, eps = 0.9, 0.999, 1e-8
+        adam = Adam(get_backend("numpy"), self.lr)
         bar = Progress(progress, self.iterations, "afmask extremal")
         history = []
         try:
@@ -102,10 +103,7 @@ class Extremal(Attributor):
                 area, g_area = area_penalty(p, targets)
                 # d loss / d p: the score (to be kept: maximised) through x * p, and the area term
                 g_p = -g_pts * x / scale + self.area_weight * g_area
-                g = g_p * p * (1.0 - p)
-                m1 = b1 * m1 + (1 - b1) * g
-                m2 = b2 * m2 + (1 - b2) * g * g
-                theta -= self.lr * (m1 / (1 - b1**it)) / (np.sqrt(m2 / (1 - b2**it)) + eps)
+                theta = adam.step(theta, g_p * p * (1.0 - p))
                 if it == 1 or it % 50 == 0 or it == self.iterations:
                     history.append({"iteration": it, "score": (s / scale).tolist(), "area_penalty": area.tolist()})
                 bar.update(1)
