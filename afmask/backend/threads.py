@@ -93,8 +93,9 @@ def measure(cores: int, rounds: int = 3) -> dict:
     return {n: statistics.median(t) for n, t in times.items()}
 
 
-def configure(threads: Optional[int] = None) -> ThreadChoice:
-    """Set BLAS/OpenMP threads: ``threads`` if given, else AFMASK_THREADS, else what measures fastest now."""
+def configure(threads: Optional[int] = None, backend: Optional[str] = None) -> ThreadChoice:
+    """Set BLAS/OpenMP threads: ``threads`` if given, else AFMASK_THREADS, else one for ArrayFire (``backend``, or
+    afmask's current one), else what measures fastest now."""
     global _choice
     cores = usable_cores()
     env = os.environ.get(THREADS_ENV)
@@ -107,7 +108,7 @@ def configure(threads: Optional[int] = None) -> ThreadChoice:
         choice = ThreadChoice(parse_threads(env, THREADS_ENV), f"set by {THREADS_ENV}={env.strip()}")
     elif cores == 1:
         choice = ThreadChoice(1, "one usable core")
-    elif _on_arrayfire():
+    elif (backend or _current_backend()) == "arrayfire":
         choice = ThreadChoice(1, "ArrayFire backend: its results change with the BLAS thread count (6 seeded steps "
                                  "came out 6.5e-4 apart with 1 and 2), so one thread keeps seeded and resumed runs "
                                  "bit-identical")
@@ -126,14 +127,11 @@ def configure(threads: Optional[int] = None) -> ThreadChoice:
     return choice
 
 
-_for_arrayfire = False
-
-
-def _on_arrayfire() -> bool:
-    """Whether the choice is for ArrayFire: asked by :func:`ensure`, or afmask's current backend (chosen here if not yet)."""
+def _current_backend() -> str:
+    """The name of afmask's current backend (chosen here if not yet)."""
     from afmask.backend import get_backend
 
-    return _for_arrayfire or get_backend().name == "arrayfire"
+    return get_backend().name
 
 
 #: A measured choice of more than one thread is measured again after this many seconds (load changes).
@@ -161,12 +159,7 @@ def ensure(backend: Optional[str] = None) -> int:
     c = current()
     if backend == "arrayfire" and c.threads > 1 and c.measured_ms is not None:
         # measured for another backend earlier in this process: ArrayFire's results depend on the count
-        global _for_arrayfire
-        _for_arrayfire = True
-        try:
-            c = configure()
-        finally:
-            _for_arrayfire = False
+        c = configure(backend=backend)
     return c.threads
 
 
