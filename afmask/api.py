@@ -355,10 +355,12 @@ def validate(
     channel: Optional[int] = None,
     allow_clipping: bool = False,
     model_name: str = "demo",
+    leaky: bool = False,
 ) -> dict:
     """Explain ``audio`` with ``model`` made blind to bins ``band`` = (LO, HI) or frames ``frames`` = (A, B) and
     write the run folder ``out`` and ``out/validation.json``: where the blind region falls in the map's top 20 %
-    against energy's, and how much the region still changes the blind model's output."""
+    against energy's, and how much the region still changes the blind model's output (exactly blind unless
+    ``leaky``: see :func:`afmask.evaluate.controls.blind_test`)."""
     from afmask.evaluate.controls import blind_test
     from afmask.evaluate.importance import importance
     from afmask.io.files import atomic_write
@@ -372,15 +374,20 @@ def validate(
     samples = load_audio(audio, resample=resample, channel=channel, allow_clipping=allow_clipping)
     feats = features(samples, stats=config.stats)
     T = feats["fft"].shape[1]
+    clean = None if leaky else feats["magnitude"]
+    form = "leaky" if leaky else "exactly"
     if band is not None:
-        blind, what = blind_to_band(model, int(band[0]), int(band[1])), f"blind to bins {band[0]}:{band[1]}"
+        blind = blind_to_band(model, int(band[0]), int(band[1]), magnitude=clean)
+        what = f"{form} blind to bins {band[0]}:{band[1]}"
     else:
-        blind, what = blind_to_frames(model, int(frames[0]), int(frames[1]), T), f"blind to frames {frames[0]}:{frames[1]}"
+        blind = blind_to_frames(model, int(frames[0]), int(frames[1]), T, magnitude=clean)
+        what = f"{form} blind to frames {frames[0]}:{frames[1]}"
     expl = explain(audio, out, model=blind, config=config, progress=progress, resample=resample, channel=channel,
                    allow_clipping=allow_clipping, model_name=f"{model_name}, {what}")
     res = blind_test(expl.fft, model, None, band=tuple(band) if band is not None else None,
                      frames=tuple(frames) if frames is not None else None, magnitude=expl.magnitude,
-                     variant=config.variant, stats=config.stats, seed=config.seed, importance=importance(expl.result.m))
+                     variant=config.variant, stats=config.stats, seed=config.seed, importance=importance(expl.result.m),
+                     leaky=leaky)
     res.update(audio=os.fspath(audio), mode=config.mode, iterations=expl.result.iterations, model=model_name)
     with atomic_write(Path(out) / VALIDATION_FILE) as f:
         f.write(json.dumps(res, indent=1).encode())

@@ -96,3 +96,17 @@ def test_explain_runs_a_real_flashlight_network(tmp_path, linear, capsys):
                "--no-report", "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     assert np.load(out / "m.npy").shape == (514, 60)
+
+
+def test_validate_explains_an_exactly_blind_model_and_measures_the_leaky_form(tmp_path, demo, capsys):
+    common = [str(demo_audio()), *demo, "--blind-band", "60:121", "--iterations", "3", "--samples", "1", "--no-progress"]
+    assert main(["validate", "--out", str(tmp_path / "exact"), *common]) == 0
+    assert "exactly blind to bins 60..120" in capsys.readouterr().out
+    res = json.loads((tmp_path / "exact" / "validation.json").read_text())
+    assert res["form"] == "exact" and res["band"] == [60, 121]
+    # deleting the band: nothing reaches the exact form (float32 rounding), the leaky form changes its decoding
+    assert res["leak"]["blind_f"] < 1e-6 * res["leak"]["leaky_f"] and res["leak"]["leaky_cer_clean"] > 0
+    assert main(["validate", "--out", str(tmp_path / "leaky"), *common, "--leaky"]) == 0
+    leaky = json.loads((tmp_path / "leaky" / "validation.json").read_text())
+    assert leaky["form"] == "leaky" and leaky["leak"]["blind_f"] == leaky["leak"]["leaky_f"]
+    assert "leaky blind" in json.loads((tmp_path / "leaky" / "config.json").read_text())["model"]

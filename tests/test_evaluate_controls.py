@@ -148,6 +148,75 @@ def test_a_band_blind_model_ignores_the_band_and_leaves_the_original_alone():
         blind_to_band(model, 60, 300)
 
 
+def standardise(mag):
+    """The network input (T, K) of magnitudes (K, T), as the mask run normalises it."""
+    from afmask.evaluate.scoring import normalise
+
+    return normalise(mag)
+
+
+@pytest.mark.parametrize("form", ["band", "frames"])
+def test_an_exactly_blind_model_reads_the_clean_input_unchanged_and_ignores_the_region_normalisation_included(
+        form, utterance):
+    mag = utterance["magnitude"]
+    T = mag.shape[1]
+    model = conv_model()
+    if form == "band":
+        exact, leaky = blind_to_band(model, 20, 60, magnitude=mag), blind_to_band(model, 20, 60)
+        deleted = mag.copy()
+        deleted[20:60] = 0
+    else:
+        exact, leaky = blind_to_frames(model, 10, 30, T, magnitude=mag), blind_to_frames(model, 10, 30, T)
+        deleted = mag.copy()
+        deleted[:, 10:30] = 0
+    out = lambda m, v: m(Variable(np.asfortranarray(v), False)).host()  # noqa: E731
+    clean, gone = standardise(mag), standardise(deleted)
+    scale = np.abs(out(leaky, clean)).max()
+    # on the clean utterance both forms read the same input
+    np.testing.assert_allclose(out(exact, clean), out(leaky, clean), atol=1e-5 * scale)
+    # deleting the region moves the leaky form (through the normalisation) and not the exact one
+    assert np.abs(out(leaky, gone) - out(leaky, clean)).max() > 1e-3 * scale
+    np.testing.assert_allclose(out(exact, gone), out(exact, clean), atol=1e-5 * scale)
+    # batched samples are standardised one by one
+    both = out(exact, np.stack([clean, gone], axis=-1)[:, :, None, :])
+    np.testing.assert_allclose(both[..., 0].reshape(-1), out(exact, clean).reshape(-1), atol=1e-5 * scale)
+    np.testing.assert_allclose(both[..., 1].reshape(-1), out(exact, gone).reshape(-1), atol=1e-5 * scale)
+
+
+def test_an_exactly_blind_model_passes_gradients_and_refuses_a_constant_outside():
+    from afmask.model.blind import Restandardise
+
+    rng = np.random.default_rng(3)
+    mag = rng.random((K, 12)).astype(np.float32) + 0.1
+    region = np.zeros_like(mag, dtype=bool)
+    region[5:9] = True
+    mod = Restandardise.outside(mag, region)
+    x = Variable(np.asfortranarray(rng.standard_normal((12, K)).astype(np.float32)), True)
+    y = mod(x)
+    w = rng.standard_normal((12, K)).astype(np.float32)
+    from afmask.fl import functions as F
+
+    loss = F.sum(F.mul(y, Variable(np.asfortranarray(w), False)), [0, 1])
+    loss.backward()
+    g = x.grad().host()
+    assert np.all(g[:, 5:9] == 0) and np.abs(g).max() > 0  # the region's input gets no gradient
+    # finite differences at one kept point, in float64 arithmetic of the same map
+    def f(v):
+        keep = ~region.T
+        c = np.where(keep, v - v[keep].mean(), 0.0)
+        return float((np.where(keep, c / np.sqrt((c[keep] ** 2).mean()) * mod.scale + mod.shift, 0.0) * w).sum())
+    v = x.host().astype(np.float64)
+    h = 1e-4
+    e = np.zeros_like(v)
+    e[3, 2] = h
+    assert g[3, 2] == pytest.approx((f(v + e) - f(v - e)) / (2 * h), rel=2e-3, abs=1e-4)
+    const = np.ones_like(mag)
+    with pytest.raises(ValueError, match="constant"):
+        Restandardise.outside(const, region)
+    with pytest.raises(ValueError, match="same shape"):
+        Restandardise.outside(mag, region[:, :5])
+
+
 def test_a_frame_blind_model_ignores_the_window_batched_too():
     model = conv_model()
     blind = blind_to_frames(model, 5, 12, 30)
@@ -177,8 +246,11 @@ def test_a_band_blind_model_gets_no_importance_in_the_band_and_the_leak_is_measu
     assert res["map_top_share"] == 0.0 and res["passes"] and res["verdict"].startswith("passes")
     assert res["energy_top_share"] > 0.05  # the band is loud: energy would put much of its top there
     assert res["region_share"] == pytest.approx(40 / K)
-    # the blind model still sees the band through the global normalisation: deleting it changes the output
-    assert res["leak"]["blind_f"] > 0 and "global normalisation" in res["verdict"]
+    # the exactly blind model does not see the band at all; its leaky form does, through the global normalisation
+    assert res["form"] == "exact" and "exactly blind" in res["verdict"]
+    assert res["leak"]["leaky_f"] > 1e3 * max(res["leak"]["blind_f"], 1e-12)
+    leaky = blind_test(utterance["fft"], model, weight_oracle, band=(20, 60), leaky=True)
+    assert leaky["form"] == "leaky" and leaky["leak"]["blind_f"] == leaky["leak"]["leaky_f"] > 0
     # a map that puts the band first fails
     bad = blind_test(utterance["fft"], model, None, band=(20, 60), importance=-weight_oracle(model, 0))
     assert not bad["passes"] and bad["verdict"].startswith("WARNING")

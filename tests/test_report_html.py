@@ -66,7 +66,7 @@ def run_dir(tmp_path_factory, audio):
     model = tiny_model()
     out = make_run(tmp_path_factory.mktemp("run") / "run", audio, model)
     settings = EvaluationSettings(**SETTINGS, control_fractions=(0.05, 0.2), control_seeds=2, randomisation=True,
-                                  randomisation_iterations=2)
+                                  randomisation_iterations=2, blind_bands=((0, 21),), blind_iterations=3)
     _, path = evaluate_and_report(out, model=model, settings=settings, progress=False)
     assert path == out / "report.html"
     return out
@@ -91,9 +91,12 @@ def test_report_is_one_offline_page_with_every_part(run_dir):
     assert (data["K"], data["T"]) == feats["magnitude"].shape
     assert data["frame_s"] == 0.01 and data["bin_hz"] == 31.25
     assert len(data["words"]) >= 1 and data["words"][0]["t"] == "unless"
-    # plots: curves, sanity check, training; the controls' stratified curves, plausibility and randomisation
-    assert page.count('src="data:image/png;base64,') == 6
-    assert sorted(ev["controls"]) == ["plausibility", "randomisation", "stratified", "ties"]
+    # plots: curves, sanity check, training; the controls' stratified curves, plausibility, randomisation, blind band
+    assert page.count('src="data:image/png;base64,') == 7
+    assert sorted(ev["controls"]) == ["blind 0:21", "plausibility", "randomisation", "stratified", "ties"]
+    blind = ev["controls"]["blind 0:21"]
+    assert blind["form"] == "exact" and blind["iterations"] == 3 and len(blind["profile"]["map"]) == 257
+    assert ev["settings"]["blind_bands"] == [[0, 21]]
     for c in ev["controls"].values():  # every control's verdict line is on the page
         assert html.escape(c["verdict"]) in page
     # verdict, energy comparison, sanity note and settings
@@ -211,7 +214,7 @@ def test_report_in_headless_chromium(run_dir, tmp_path):
             for a in audio:
                 assert a["error"] is None and a["ready"] >= 1 and a["duration"] == pytest.approx(1.0, abs=0.02)
             images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.alt])")
-            assert len(images) == 6 and all(c and w > 0 for c, w, _ in images), images  # 3 + the controls
+            assert len(images) == 7 and all(c and w > 0 for c, w, _ in images), images  # 3 + the controls
             # the viewer: drawn, with a real picture (many colours) in the plot area
             drawn = int(page.get_attribute("canvas.afmask-plot", "data-drawn"))
             assert drawn >= 1
@@ -249,3 +252,16 @@ def test_sanity_figure_draws_levels_without_a_correlation():
     fig = sanity_figure({"sanity": {"levels": levels}})
     line = fig.axes[0].lines[0]
     assert np.isnan(line.get_ydata()[2]) and line.get_ydata()[0] == 0.8
+
+
+def test_report_options_name_the_blind_bands(tmp_path, capsys):
+    from afmask.cli import build_parser
+    from afmask.cli.report import settings_from_args
+
+    args = build_parser().parse_args(["report", str(tmp_path), "--blind-band", "0:21", "--blind-band", "60:121",
+                                      "--blind-iterations", "50"])
+    s = settings_from_args(args)
+    assert s.blind_bands == ((0, 21), (60, 121)) and s.blind_iterations == 50
+    args = build_parser().parse_args(["report", str(tmp_path), "--blind-band", "30:20"])
+    with pytest.raises(ValueError, match="blind_bands"):
+        settings_from_args(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from afmask.cli.common import add_model_arguments, model_from_args
+from afmask.cli.common import add_model_arguments, int_pair, model_from_args
 
 
 def add_evaluation_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,6 +28,11 @@ def add_evaluation_arguments(p: argparse.ArgumentParser) -> None:
                                                                  "re-draws and energy taken out (3 explanations: minutes)")
     g.add_argument("--randomisation-iterations", type=int, metavar="N",
                    help="iterations of each explanation of the randomisation check (default 100)")
+    g.add_argument("--blind-band", type=int_pair("--blind-band", "LO:HI (two integers)"), action="append",
+                   metavar="LO:HI", help="ground truth: also explain a model exactly blind to bins LO..HI-1 and report "
+                                         "where the band falls in its map (repeatable; one explanation each)")
+    g.add_argument("--blind-iterations", type=int, metavar="N",
+                   help="iterations of each blind model's explanation (default 400)")
 
 
 #: Curve steps finer than this (per cent) cost thousands of forward passes for no visible difference.
@@ -69,13 +74,15 @@ def settings_from_args(args: argparse.Namespace):
     s = EvaluationSettings()
     if getattr(args, "percent", None):
         s.percents = tuple(args.percent)
-    for name in ("soft_db", "step", "random_seeds", "sanity_iterations", "sanity_levels", "randomisation_iterations"):
+    for name in ("soft_db", "step", "random_seeds", "sanity_iterations", "sanity_levels", "randomisation_iterations",
+                 "blind_iterations"):
         if getattr(args, name, None) is not None:
             setattr(s, name, getattr(args, name))
     s.wav = bool(getattr(args, "wav", False))
     s.sanity = not getattr(args, "no_sanity", False)
     s.controls = not getattr(args, "no_controls", False)
     s.randomisation = bool(getattr(args, "randomisation", False))
+    s.blind_bands = tuple(tuple(b) for b in (getattr(args, "blind_band", None) or ()))
     s.validate()
     return s
 

@@ -14,10 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "validate",
         help="ground truth: explain a model made blind to a band or time window and see where the map puts it",
         description="Derive a model blind to input bins LO..HI-1 (its first-layer weights there zeroed) or to frames "
-                    "A..B-1 (those input frames zeroed), explain the utterance with it (a run folder in DIR), and report "
-                    "the share of the map's top 20%% points inside the blind region against energy's share, and how "
-                    "much deleting the region still changes the blind model's output through the global normalisation. "
-                    "Writes DIR/validation.json.",
+                    "A..B-1 (those input frames zeroed), and, unless --leaky, exactly blind: its input standardised "
+                    "over the other points only, so the region does not reach it through the global normalisation "
+                    "either. Explain the utterance with it (a run folder in DIR), and report the share of the map's "
+                    "top 20%% points inside the blind region against energy's share, and how much deleting the region "
+                    "changes the blind model's output (and the leaky form's). Writes DIR/validation.json.",
     )
     p.add_argument("audio", metavar="AUDIO", help="WAV or FLAC file, 16 kHz mono")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="run folder of the blind model's explanation")
@@ -26,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="bins the model cannot read")
     where.add_argument("--blind-frames", type=int_pair("--blind-frames", "LO:HI (two integers)"), metavar="A:B",
                        help="frames the model cannot read")
+    p.add_argument("--leaky", action="store_true",
+                   help="keep the global normalisation over all points: the region still reaches the model through it")
     add_model_arguments(p)
     add_run_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -42,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     name = "demo" if not args.arch else f"{args.arch} + {args.params}"
     res = validate(args.audio, args.out, model=model_from_args(args), config=config_from_args(args),
                    band=args.blind_band, frames=args.blind_frames, progress=not args.no_progress,
-                   resample=args.resample, channel=args.channel, allow_clipping=args.allow_clipping, model_name=name)
+                   resample=args.resample, channel=args.channel, allow_clipping=args.allow_clipping, model_name=name,
+                   leaky=args.leaky)
     print(f"afmask validate: {res['verdict']}")
     print(f"afmask validate: wrote {args.out}/{VALIDATION_FILE}")
     return 0

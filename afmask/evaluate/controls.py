@@ -446,11 +446,19 @@ def plausibility(importance: np.ndarray, words: Sequence[dict], magnitude: np.nd
 
 
 # -- the band a blind model cannot hear ------------------------------------------------------------------
+def top_membership(scores: np.ndarray, top: float = 0.20, seed: int = 0) -> np.ndarray:
+    """Bool map (K, T): which points are among the map's top-``top`` (ties broken at random)."""
+    scores = np.asarray(scores)
+    order = tie_broken_order(scores, seed)
+    flat = np.zeros(order.size, dtype=bool)
+    flat[order[: max(1, int(round(top * order.size)))]] = True
+    return flat.reshape(scores.shape, order="F")
+
+
 def region_share(scores: np.ndarray, region: np.ndarray, top: float = 0.20, seed: int = 0) -> float:
     """Share of a map's top-``top`` points (ties at random) that lie inside the bool (K, T) ``region``."""
-    order = tie_broken_order(scores, seed)
-    n_top = max(1, int(round(top * order.size)))
-    return float(np.asarray(region).ravel(order="F")[order[:n_top]].mean())
+    inside = top_membership(scores, top, seed)
+    return float(np.asarray(region)[inside].mean())
 
 
 # -- every map-only control at once ---------------------------------------------------------------------
@@ -509,11 +517,16 @@ def blind_test(
     top: float = 0.20,
     seed: int = 0,
     importance: Optional[np.ndarray] = None,
+    leaky: bool = False,
 ) -> dict:
     """Ground truth: a model blind to bins ``band`` = (LO, HI) or frames ``frames`` = (A, B) is explained by
     ``explain(model, seed) -> (K, T)`` (or ``importance``, a map of it made elsewhere); where the region falls in
     the map's top-``top`` points against energy's, and how much deleting the region changes the blind model's
-    output (what leaks through the global normalisation)."""
+    output.
+
+    The blind model is exactly blind (:mod:`afmask.model.blind`, the normalisation taken over the other points)
+    unless ``leaky``, where the region still reaches it through the global normalisation; what the leaky form
+    leaks is measured either way."""
     from afmask.evaluate.scoring import Scorer
     from afmask.model.blind import blind_to_band, blind_to_frames
 
@@ -525,39 +538,51 @@ def blind_test(
     region = np.zeros((K, T), dtype=bool)
     if band is not None:
         lo, hi = int(band[0]), int(band[1])
-        blind = blind_to_band(model, lo, hi)
         region[lo:hi] = True
+        blinds = {form: blind_to_band(model, lo, hi, magnitude=mag if form == "exact" else None)
+                  for form in ("exact", "leaky")}
         what = f"bins {lo}..{hi - 1} ({lo * 16000 / 512:.0f}-{(hi - 1) * 16000 / 512:.0f} Hz)"
     else:
         a, b = int(frames[0]), int(frames[1])
-        blind = blind_to_frames(model, a, b, T)
         region[:, a:b] = True
+        blinds = {form: blind_to_frames(model, a, b, T, magnitude=mag if form == "exact" else None)
+                  for form in ("exact", "leaky")}
         what = f"frames {a}..{b - 1} ({a * FRAME_S:.2f}-{b * FRAME_S:.2f} s)"
+    form = "leaky" if leaky else "exact"
+    blind = blinds[form]
     t0 = time.perf_counter()
     imp = np.asarray(explain(blind, seed) if importance is None else importance, dtype=np.float64)
     seconds = time.perf_counter() - t0
     share_map = region_share(imp, region, top, seed)
     share_energy = region_share(mag, region, top, seed)
-    # what the region still does to the blind model: the global normalisation sees it
+    axis = 1 if band is not None else 0  # per bin for a band, per frame for a window
+    profile = {"axis": "bin" if band is not None else "frame",
+               "map": top_membership(imp, top, seed).mean(axis=axis).tolist(),
+               "energy": top_membership(mag, top, seed).mean(axis=axis).tolist()}
+    # what deleting the region does to each form of the blind model: the leaky one sees it through the global
+    # normalisation, the exact one should not see it at all (float32 rounding aside)
     deleted = np.where(region, 0.0, mag).astype(np.float32)
-    blind_scores = Scorer(fft, mag, blind, variant, stats=stats, noise="relative").score([deleted])[0]
-    full_scores = Scorer(fft, mag, model, variant, stats=stats, noise="relative").score([deleted])[0]
+    scores = {name: Scorer(fft, mag, net, variant, stats=stats, noise="relative").score([deleted])[0]
+              for name, net in (*blinds.items(), ("model", model))}
     t = ties(imp)
     pct = int(round(100 * top))
     passes = bool(share_map <= 0.02)
-    leak = (f"; deleting the region changes the blind model's output by f = {blind_scores.f:.4g} (CER "
-            f"{_f3(blind_scores.cer_clean)} against its clean decoding) through the global normalisation, against "
-            f"f = {full_scores.f:.4g} (CER {_f3(full_scores.cer_clean)}) for the unblinded model")
-    verdict = (f"{'passes' if passes else 'WARNING: fails'}: a model blind to {what} gets {100 * share_map:.1f}% of the "
-               f"map's top {pct}% points in that region, energy's ranking puts {100 * share_energy:.1f}% there, the "
-               f"region holds {100 * region.mean():.1f}% of all points" + leak)
+    leak = (f"; deleting the region changes this blind model's output by f = {scores[form].f:.4g} (CER "
+            f"{_f3(scores[form].cer_clean)} against its clean decoding), the leaky form's (normalised over all points) "
+            f"by f = {scores['leaky'].f:.4g} (CER {_f3(scores['leaky'].cer_clean)}), the unblinded model's by "
+            f"f = {scores['model'].f:.4g} (CER {_f3(scores['model'].cer_clean)})")
+    verdict = (f"{'passes' if passes else 'WARNING: fails'}: a model {form}ly blind to {what} gets "
+               f"{100 * share_map:.1f}% of the map's top {pct}% points in that region, energy's ranking puts "
+               f"{100 * share_energy:.1f}% there, the region holds {100 * region.mean():.1f}% of all points" + leak)
     return json_safe({
         "control": "blind model", "band": list(band) if band is not None else None,
         "frames": list(frames) if frames is not None else None, "region": what, "region_share": float(region.mean()),
-        "top": top, "map_top_share": share_map, "energy_top_share": share_energy,
-        "map_mean_rank_in_region": float(_rank_map(imp, seed)[region].mean()),
-        "leak": {"blind_f": blind_scores.f, "blind_cer_clean": blind_scores.cer_clean, "blind_text": blind_scores.text,
-                 "model_f": full_scores.f, "model_cer_clean": full_scores.cer_clean},
+        "form": form, "top": top, "map_top_share": share_map, "energy_top_share": share_energy,
+        "map_mean_rank_in_region": float(_rank_map(imp, seed)[region].mean()), "profile": profile,
+        "leak": {"blind_f": scores[form].f, "blind_cer_clean": scores[form].cer_clean,
+                 "blind_text": scores[form].text, "leaky_f": scores["leaky"].f,
+                 "leaky_cer_clean": scores["leaky"].cer_clean, "model_f": scores["model"].f,
+                 "model_cer_clean": scores["model"].cer_clean},
         "ties_most_common_share": t["most_common_share"], "passes": passes, "verdict": verdict,
         "seconds": round(seconds, 3),
     })

@@ -124,6 +124,11 @@ class EvaluationSettings:
     randomisation_iterations: int = 100
     #: noise samples per step in them (None: the run's own).
     randomisation_samples: Optional[int] = None
+    #: ground truth: bands (LO, HI) of input bins; for each, a model exactly blind to bins LO..HI-1 is explained
+    #: with the run's settings and the share of its map's top 20 % inside the band reported (one explanation each).
+    blind_bands: tuple = ()
+    #: iterations of each blind model's explanation (no early stop).
+    blind_iterations: int = 400
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting out of range."""
@@ -134,7 +139,7 @@ class EvaluationSettings:
             raise ValueError(f"soft_db must be > 0 dB or None, got {self.soft_db}")
         percent_grid(self.step)
         for name in ("random_seeds", "sanity_iterations", "sanity_levels", "batch", "control_seeds",
-                     "randomisation_iterations"):
+                     "randomisation_iterations", "blind_iterations"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.sanity_samples is not None and self.sanity_samples < 1:
@@ -143,6 +148,9 @@ class EvaluationSettings:
             raise ValueError(f"randomisation_samples must be >= 1 or None, got {self.randomisation_samples}")
         if not self.control_fractions or not all(0 < float(x) <= 1 for x in self.control_fractions):
             raise ValueError(f"control_fractions must be in (0, 1], got {self.control_fractions}")
+        for band in self.blind_bands:
+            if len(band) != 2 or not 0 <= int(band[0]) < int(band[1]):
+                raise ValueError(f"blind_bands must be (LO, HI) pairs with 0 <= LO < HI, got {band}")
         if self.control_noise_level is not None and not self.control_noise_level > 0:
             raise ValueError(f"control_noise_level must be > 0 or None, got {self.control_noise_level}")
 
@@ -151,6 +159,7 @@ class EvaluationSettings:
         d = asdict(self)
         d["percents"] = [float(p) for p in self.percents]
         d["control_fractions"] = [float(p) for p in self.control_fractions]
+        d["blind_bands"] = [[int(lo), int(hi)] for lo, hi in self.blind_bands]
         return d
 
 
@@ -407,6 +416,9 @@ def evaluate(
     samples = np.asarray(feats["samples"], np.float32)
     if m.shape != fft.shape:
         raise ValueError(f"m {m.shape} does not match the run's FFT {fft.shape}")
+    for lo, hi in settings.blind_bands:  # before the slow work
+        if int(hi) > mag.shape[0]:
+            raise ValueError(f"blind band {lo}:{hi} lies outside the run's {mag.shape[0]} bins")
     imp = importance(m)
     grid = percent_grid(settings.step)
     if 50.0 not in grid:
@@ -475,7 +487,7 @@ def evaluate(
         seconds["sanity"] = time.perf_counter() - t0
 
     controls = None
-    if settings.controls or settings.randomisation:
+    if settings.controls or settings.randomisation or settings.blind_bands:
         t0 = time.perf_counter()
         controls = _controls(config, fft, mag, model, imp, scorer, settings, words, progress)
         seconds["controls"] = time.perf_counter() - t0
@@ -501,8 +513,9 @@ def evaluate(
 
 def _controls(config: MaskConfig, fft, mag, model: Module, imp, scorer: Scorer, settings: EvaluationSettings,
               words, progress: bool) -> dict:
-    """The controls of :mod:`afmask.evaluate.controls` on the run's map, and the randomisation check if asked."""
-    from afmask.evaluate.controls import evaluate_map
+    """The controls of :mod:`afmask.evaluate.controls` on the run's map, and the randomisation check and the
+    blind-band tests if asked."""
+    from afmask.evaluate.controls import blind_test, evaluate_map
     from afmask.evaluate.sanity import explain_importance, randomisation_check, short_config
 
     out: dict = {}
@@ -531,6 +544,17 @@ def _controls(config: MaskConfig, fft, mag, model: Module, imp, scorer: Scorer, 
                 bar.close()
         out["randomisation"]["iterations"] = settings.randomisation_iterations
         out["randomisation"]["samples"] = settings.randomisation_samples or config.samples
+    if settings.blind_bands:
+        cfg = short_config(config, settings.blind_iterations)
+
+        def explain_blind(net: Module, seed: int) -> np.ndarray:
+            return explain_importance(fft, scorer.clean_input, net, cfg.replace(seed=int(seed)))
+
+        for lo, hi in settings.blind_bands:
+            res = blind_test(fft, model, explain_blind, band=(int(lo), int(hi)), magnitude=mag, variant=config.variant,
+                             stats=config.stats, seed=config.seed)
+            res["iterations"] = settings.blind_iterations
+            out[f"blind {int(lo)}:{int(hi)}"] = res
     return json_safe(out)
 
 

@@ -22,6 +22,7 @@ from afmask.evaluate.curves import METRICS
 from afmask.evaluate.importance import importance
 from afmask.features.stft import FFT_SIZE, FRAME_SHIFT, SAMPLE_RATE
 from afmask.report.plots import (
+    blind_figure,
     curves_figure,
     figure_png,
     plausibility_figure,
@@ -237,7 +238,8 @@ def _passed(verdict: str) -> Optional[bool]:
 
 
 def controls_html(controls: dict) -> str:
-    """The controls' verdict lines, tables and plots (energy-stratified deletion, ties, plausibility, randomisation)."""
+    """The controls' verdict lines, tables and plots (energy-stratified deletion, ties, plausibility, randomisation,
+    blind-band models)."""
     parts = []
     st = controls.get("stratified")
     if st:
@@ -302,6 +304,17 @@ def controls_html(controls: dict) -> str:
                      f"sample(s) per step, no early stop. Layers re-drawn by {esc(r['init'])} (Conv2D and Linear weights "
                      "N(0, 2/fan_in), biases 0), which keeps the random network's output input-dependent. "
                      f"{esc(r['correlation'])}.</p>")
+    blinds = [c for k, c in controls.items() if k.startswith("blind ")]
+    if blinds:
+        parts.append("<h3>Ground truth: models blind to a band</h3>")
+        parts.append("<p>Each model is the explained one with its first-layer weights zeroed for the band and its input "
+                     "standardised over the other bins only, so that nothing in the band reaches it, not even through "
+                     "the global normalisation. It is explained with the run's settings; a right map puts none of its "
+                     "most important points in the band.</p>")
+        for b in blinds:
+            parts.append(_box(b["verdict"], b["passes"]))
+            if b.get("profile"):
+                parts.append(png_img(figure_png(blind_figure(b)), f"blind model, {b['region']}"))
     return "\n".join(parts)
 
 

@@ -303,6 +303,25 @@ def randomisation_figure(r: dict):
     return fig
 
 
+def blind_figure(b: dict):
+    """A blind-model test: per bin (or frame), the share of its points in the map's top points, and energy's."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 3.0), constrained_layout=True)
+    prof = b["profile"]
+    lo, hi = b["band"] if b.get("band") else b["frames"]
+    ax.axvspan(lo - 0.5, hi - 0.5, color="0.88", lw=0, label="blind region")
+    ax.plot(prof["map"], color="C0", lw=1.2, label=f"map of the blind model ({100 * b['map_top_share']:.1f}% "
+                                                   "of its top points in the region)")
+    ax.plot(prof["energy"], color="C3", lw=1.0, ls="--", label=f"energy ({100 * b['energy_top_share']:.1f}%)")
+    ax.set_xlabel("input bin" if prof["axis"] == "bin" else "frame")
+    ax.set_ylabel(f"share in the top {100 * b['top']:g}%")
+    ax.set_xlim(0, len(prof["map"]) - 1)
+    ax.set_title(f"ground truth: a model {b.get('form', 'exact')}ly blind to {b['region']}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
 def plot_importance(magnitude: np.ndarray, importance: np.ndarray, path: os.PathLike, title: str = "") -> None:
     """Spectrogram (dB) above an importance map (K, T) of any method, drawn by rank (bright = important)."""
     plt = _pyplot()
