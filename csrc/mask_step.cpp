@@ -1076,31 +1076,32 @@ py::dict py_update_exp_mean_log(py::handle theta_, py::handle m_, py::handle g_,
     return out;
 }
 
-// Attenuation noise eps[2k + r, t, s] = u[k, t, s] * negx[2k + r, t] (negx = -x): one u per bin for its two rows.
-inline void attenuate_body(const float *u, const float *negx, float *eps, py::ssize_t K, py::ssize_t T, py::ssize_t S) {
+// Attenuation noise eps[2k + r, t, s] = -(u[k, t, s] * x[2k + r, t]): one u per bin for its two rows. The
+// negation is exact, so this is u * (-x) bit for bit, without a second copy of the clean FFT.
+inline void attenuate_body(const float *u, const float *x, float *eps, py::ssize_t K, py::ssize_t T, py::ssize_t S) {
     for (py::ssize_t s = 0; s < S; ++s) {
         for (py::ssize_t t = 0; t < T; ++t) {
-            const float *uc = u + K * (t + T * s), *xc = negx + 2 * K * t;
+            const float *uc = u + K * (t + T * s), *xc = x + 2 * K * t;
             float *ec = eps + 2 * K * (t + T * s);
             AFMASK_PRAGMA(omp simd)
             for (py::ssize_t k = 0; k < K; ++k) {
-                ec[2 * k] = uc[k] * xc[2 * k];
-                ec[2 * k + 1] = uc[k] * xc[2 * k + 1];
+                ec[2 * k] = -(uc[k] * xc[2 * k]);
+                ec[2 * k + 1] = -(uc[k] * xc[2 * k + 1]);
             }
         }
     }
 }
-AFMASK_TWICE(attenuate, (const float *u, const float *negx, float *eps, py::ssize_t K, py::ssize_t T, py::ssize_t S),
-             (u, negx, eps, K, T, S))
+AFMASK_TWICE(attenuate, (const float *u, const float *x, float *eps, py::ssize_t K, py::ssize_t T, py::ssize_t S),
+             (u, x, eps, K, T, S))
 
-void py_attenuate(py::handle u_, py::handle negx_, py::handle eps_) {
-    const View u = check(u_, "u", false), negx = check(negx_, "negx", false), eps = check(eps_, "eps", true);
-    const Dims d = dims_of(negx, eps);
+void py_attenuate(py::handle u_, py::handle x_, py::handle eps_) {
+    const View u = check(u_, "u", false), x = check(x_, "x", false), eps = check(eps_, "eps", true);
+    const Dims d = dims_of(x, eps);
     expect_shape(u, "u", d.kshape);
     expect_disjoint(eps, "eps", u, "u");
-    expect_disjoint(eps, "eps", negx, "negx");
+    expect_disjoint(eps, "eps", x, "x");
     py::gil_scoped_release release;
-    attenuate(u.data, negx.data, eps.data, d.K, d.T, d.S);
+    attenuate(u.data, x.data, eps.data, d.K, d.T, d.S);
 }
 
 }  // namespace
@@ -1130,8 +1131,8 @@ PYBIND11_MODULE(_ext, mod) {
             "Per sample float64 sum(dy) and sum(dy * mag): dy a (T, K, S) view with K contiguous.");
     mod.def("norm_backward", &py_norm_backward, py::arg("dy"), py::arg("mag"), py::arg("xgrad"), py::arg("a"),
             py::arg("b"), py::arg("c"), "xgrad (K, T[, S]) = (dy * a_s + mag * b_s) + c_s in float32.");
-    mod.def("attenuate", &py_attenuate, py::arg("u"), py::arg("negx"), py::arg("eps"),
-            "eps (2K, T[, S]) = u (K, T[, S]) * negx (2K, T), one u for both rows of a bin.");
+    mod.def("attenuate", &py_attenuate, py::arg("u"), py::arg("x"), py::arg("eps"),
+            "eps (2K, T[, S]) = -(u (K, T[, S]) * x (2K, T)), one u for both rows of a bin.");
     mod.def("update_exp_mean_log", &py_update_exp_mean_log, py::arg("theta"), py::arg("m"), py::arg("g"),
             py::arg("m1"), py::arg("m2"), py::arg("theta_out"), py::arg("m1_out"), py::arg("m2_out"), py::arg("c"),
             py::arg("b1"), py::arg("omb1"), py::arg("b2"), py::arg("omb2"), py::arg("step"), py::arg("epsc"),

@@ -235,4 +235,5 @@ def features(samples: np.ndarray, stats: str = "float64") -> dict[str, np.ndarra
     spec = _fft64(_check_samples(samples))
     fft64 = _interleave(spec, np.float64)
     mag = magnitude(fft64)
-    return {"fft": fft64.astype(np.float32), "magnitude": mag, "input": network_input(mag, stats)}
+    # column-major: the mask objective takes the FFT as it is (ArrayFire's layout) instead of copying it
+    return {"fft": fft64.astype(np.float32, order="F"), "magnitude": mag, "input": network_input(mag, stats)}

@@ -124,13 +124,12 @@ class MaskObjective:
         # the features' own helpers fix K = 257; the objective takes any K (small test networks)
         clean_mag = np.sqrt(host[0::2].astype(np.float64) ** 2 + host[1::2].astype(np.float64) ** 2).astype(np.float32)
         self.clean_magnitude = clean_mag  # (K, T) float32
-        if noise == "absolute":
-            self.noise_scale = None
-        elif noise == "attenuate":
-            # x~ = x + eps*m with eps = -u*x per row: the bin scaled by (1 - m*u), both rows by the same u
-            self.noise_scale = fortran(self.B, -self.x)
-        else:
-            self.noise_scale = self.B.asarray(np.asfortranarray(np.repeat(clean_mag, 2, axis=0), dtype=self.dtype))
+        # x~ = x + eps*m with eps = -u*x per row for attenuation (the bin scaled by (1 - m*u), both rows by the
+        # same u): its scale -x is made only where a path asks for it (see noise_scale), not a second FFT-sized
+        # array on NumPy/CuPy
+        self._noise_scale = None
+        if noise == "relative":
+            self._noise_scale = self.B.asarray(np.asfortranarray(np.repeat(clean_mag, 2, axis=0), dtype=self.dtype))
         model.eval()
         if clean_input is None:
             mean, stdev = global_mean_stdev(clean_mag, stats=stats)
@@ -146,6 +145,13 @@ class MaskObjective:
         self._scale_tiled: dict[int, Any] = {}
 
     # -- pieces ----------------------------------------------------------------------------
+    @property
+    def noise_scale(self) -> Any:
+        """What the random numbers are multiplied by (2K, T): None (absolute), |x_k| (relative), -x (attenuate)."""
+        if self._noise_scale is None and self.noise == "attenuate":
+            self._noise_scale = fortran(self.B, -self.x)
+        return self._noise_scale
+
     def draw_noise(self, seed: int, samples: int = 1, generator: str = "host") -> Any:
         """Noise e (2K, T[, S]) float32, column-major: N(0, fftstdev^2) (absolute), N(0, 1) * |x_k| (relative) or
         -u * x with u ~ U(0, 1) per bin (attenuate).
@@ -170,19 +176,20 @@ class MaskObjective:
         B = self.B
         xp = getattr(B, "xp", None)
         if self.noise == "attenuate" and xp is not None:
-            ext = self._ext_arrays(raw, self.noise_scale)
+            ext = self._ext_arrays(raw, self.x)
             if ext is not None:  # the same products in one pass, into a reused buffer
                 eps = POOL.take(np, (samples, self.T, 2 * self.K), np.float32).transpose(2, 1, 0)
                 if np.ndim(raw) == 2:
                     eps = eps[:, :, 0]
-                ext.attenuate(raw, self.noise_scale, eps)
+                ext.attenuate(raw, self.x, eps)
                 return B._canon(eps)
-            # e = -u * x written once: u (1, K, T, S) broadcast over the pair of rows of -x (2, K, T, 1), so no
-            # tiled copy of u and no second full-size array
+            # e = -(u * x) written once: u (1, K, T, S) broadcast over the pair of rows of x (2, K, T, 1), so no
+            # tiled copy of u and no second full-size array (negating in place is exact: u * (-x) bit for bit)
             eps = xp.empty((2 * self.K, self.T, samples), self.dtype, order="F")
+            out = eps.reshape((2, self.K, self.T, samples), order="F")
             xp.multiply(raw.reshape((1, self.K, self.T, samples), order="F"),
-                        self.noise_scale.reshape((2, self.K, self.T, 1), order="F"),
-                        out=eps.reshape((2, self.K, self.T, samples), order="F"))
+                        self.x.reshape((2, self.K, self.T, 1), order="F"), out=out)
+            xp.negative(out, out=out)
             return B._canon(eps)
         if self.noise == "attenuate":
             # one u per bin for both its rows (moddims of a 2 x K x T x S tile interleaves them): the pair is scaled
