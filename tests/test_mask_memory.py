@@ -46,6 +46,46 @@ def test_noise_from_its_random_numbers_is_the_noise(backend):
     np.testing.assert_array_equal(eps[1::2], -u * x[1::2, :, None])
 
 
+@pytest.mark.parametrize("samples,per", [(5, 2), (4, 1), (3, 3)])
+def test_noise_made_pass_by_pass_is_the_whole_draw(samples, per):
+    from afmask.mask.objective import NoiseParts
+
+    obj = _objective(get_backend("numpy"))
+    whole = obj.draw_noise(11, samples)
+    whole = whole[:, :, None] if whole.ndim == 2 else whole
+    got, s0 = [], 0
+    for n, eps in NoiseParts(obj, 11, samples, per):
+        eps = eps[:, :, None] if eps.ndim == 2 else eps
+        assert eps.shape == (2 * obj.K, obj.T, n) and eps.flags.f_contiguous
+        got.append(eps.copy())  # the parts' buffers are reused for the next part
+        s0 += n
+    assert s0 == samples and len(got) == -(-samples // per)
+    np.testing.assert_array_equal(np.concatenate(got, axis=2), whole)
+
+
+def test_a_long_run_makes_its_noise_pass_by_pass_and_gives_the_same_m(monkeypatch):
+    def run_m(by_pass: bool):
+        with use_backend("numpy"):
+            obj = _objective(get_backend("numpy"))
+            run = MaskRun(obj, MaskConfig.preset("default", iterations=4, early_stop=False))  # auto lambda too
+            if not by_pass:
+                monkeypatch.setattr(MaskRun, "_by_pass", lambda self: False)
+            made = []
+            real = obj.noise_parts
+            monkeypatch.setattr(obj, "noise_parts", lambda *a: made.append(a) or real(*a))
+            result = run.run(progress=False)
+            monkeypatch.undo()
+            return result.m, made
+
+    monkeypatch.setattr(objective_module, "MAX_BATCH_FRAMES", T)  # one sample per pass, as for a long utterance
+    m_parts, made = run_m(True)
+    assert len(made) == 4 + 4  # the automatic lambda's four draws and one per iteration
+    monkeypatch.setattr(objective_module, "MAX_BATCH_FRAMES", T)
+    m_whole, none = run_m(False)
+    assert none == []
+    np.testing.assert_array_equal(m_parts, m_whole)
+
+
 def test_a_run_releases_its_workspaces_and_noise_thread():
     with use_backend("numpy"):  # the pool and the noise thread are NumPy's
         run = MaskRun(_objective(get_backend("numpy")), MaskConfig.preset("default", iterations=3, lam=1.0, early_stop=False))

@@ -11,7 +11,7 @@ but the numbers depend on the backend.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -70,6 +70,23 @@ def standard_normal(
 ) -> Any:
     """N(0, 1) noise (rows, T[, S]) as a backend array for ``seed``; ``generator`` "host" or "device" (see GENERATORS)."""
     return _on_backend(B, "standard_normal", "randn", rows, T, samples, seed, dtype, generator)
+
+
+def host_uniform_parts(rows: int, T: int, samples: int, seed: int, per: int,
+                       dtype: Any = np.float32) -> Iterator[tuple[int, np.ndarray]]:
+    """The draws of :func:`host_uniform` block by block: ``(n, u)`` with u (rows, T[, n]) for ``per`` samples at a
+    time (fewer in the last block), into reused buffers. A Generator consumes its stream in order, so the blocks
+    are the whole draw's numbers, bit for bit, and at no time does more than one block exist."""
+    if per < 1:
+        raise ValueError(f"per must be >= 1, got {per}")
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype).type
+    for s0 in range(0, samples, per):
+        n = min(per, samples - s0)
+        if n == 1:
+            yield 1, _draw(rng.random, (T, rows), dt, True).T
+        else:
+            yield n, _draw(rng.random, (n, T, rows), dt, True).transpose(2, 1, 0)
 
 
 def host_uniform(rows: int, T: int, samples: int, seed: int, dtype: Any = np.float32, reuse: bool = False) -> np.ndarray:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -493,30 +493,40 @@ class MaskObjective:
             return self.magnitude_backward(xgrad, fw.eps, fw.m, fw.mag, scaled=True)
         return self.magnitude_backward(self.input_gradient(fw), fw.eps, fw.m, fw.mag)
 
+    def noise_parts(self, seed: int, samples: int) -> "NoiseParts":
+        """The attenuation noise of :meth:`draw_noise` (host generator) made one network pass at a time."""
+        if self.noise != "attenuate" or getattr(self.B, "xp", None) is not np:
+            raise ValueError("noise made pass by pass is for attenuation noise on the NumPy backend")
+        return NoiseParts(self, seed, samples, self.samples_per_pass(samples))
+
     def samples_per_pass(self, samples: int) -> int:
         """How many of ``samples`` noise samples one network pass batches (all while the batch is short)."""
         return max(1, min(samples, MAX_BATCH_FRAMES // self.T))
 
     def value_and_gradient(self, m: Any, eps: Any) -> tuple[float, Any, float]:
-        """``f``, ``d f / d m`` (2K, T) and its squared norm for noise ``eps`` (2K, T[, S]) by the hand-written
-        backward, in passes of :meth:`samples_per_pass` samples each."""
+        """``f``, ``d f / d m`` (2K, T) and its squared norm for noise ``eps`` (2K, T[, S], or :class:`NoiseParts`)
+        by the hand-written backward, in passes of :meth:`samples_per_pass` samples each."""
         B = self.B
         xp = getattr(B, "xp", None)
-        S = B.dims(eps)[2]
-        per = self.samples_per_pass(S) if xp is not None else S  # ArrayFire: one pass (no cheap slice of its arrays)
-        if per >= S:
-            fw = self.forward(m, eps)
-            f = fw.f.scalar()
-            g, g_sq = self.data_gradient(fw)
-            return f, g, g_sq
+        if isinstance(eps, NoiseParts):
+            S, parts = eps.samples, iter(eps)
+        else:
+            S = B.dims(eps)[2]
+            per = self.samples_per_pass(S) if xp is not None else S  # ArrayFire: one pass (no cheap slice of its arrays)
+            if per >= S:
+                fw = self.forward(m, eps)
+                f = fw.f.scalar()
+                g, g_sq = self.data_gradient(fw)
+                return f, g, g_sq
+            # column-major: each block of samples is contiguous
+            parts = ((min(per, S - s0), B._canon(B._4d(eps)[:, :, s0 : s0 + per, 0])) for s0 in range(0, S, per))
         # f is the mean over all S samples: each pass's mean (over its own samples) weighs its share of them
         f, g = 0.0, None
-        for s0 in range(0, S, per):
-            part = B._canon(B._4d(eps)[:, :, s0 : s0 + per, 0])  # column-major: a contiguous block
-            n = min(per, S - s0)
+        for n, part in parts:
             fw = self.forward(m, part)
             f += fw.f.scalar() * n / S
             gp, _ = self.data_gradient(fw)
+            fw = part = None  # this pass's noise and activations go before the next pass makes its own
             g = gp * self.dtype.type(n / S) if g is None else g + gp * self.dtype.type(n / S)
         g = fortran(B, g)
         return f, g, B.total64(g, squares=True)
@@ -591,3 +601,18 @@ class MaskObjective:
         if pre.type() != dtype:
             pre = Variable(B.astype(pre.array(), dtype), False)
         return self.distance(current, S, pre)
+
+
+class NoiseParts:
+    """One draw of attenuation noise (host generator, NumPy) made as the passes need it: iterating gives ``(n, eps)``
+    for consecutive blocks of ``per`` samples, the numbers of :meth:`MaskObjective.draw_noise` for the same seed,
+    so a long utterance never holds its whole noise (2K x T x S) nor its whole U(0, 1) draw at once."""
+
+    def __init__(self, objective: MaskObjective, seed: int, samples: int, per: int):
+        self.objective, self.seed, self.samples, self.per = objective, int(seed), int(samples), int(per)
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        o = self.objective
+        for n, u in noise.host_uniform_parts(o.K, o.T, self.samples, self.seed, self.per, o.dtype):
+            yield n, o.noise_from(u, n)
+            u = None

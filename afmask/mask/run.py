@@ -144,6 +144,20 @@ class MaskRun:
         """The noise scale m for a parameter (default: the current one)."""
         return terms.scale_from(self.B, self.cfg.parametrization, self.theta if theta is None else theta)
 
+    def _by_pass(self) -> bool:
+        """Whether the noise is made pass by pass (:class:`afmask.mask.objective.NoiseParts`): attenuation from the
+        host generator on NumPy when the S samples take more than one network pass (a long utterance), so that
+        neither the whole noise nor the whole draw is ever held; then it is not drawn ahead either."""
+        cfg = self.cfg
+        return (self.B.name == "numpy" and cfg.noise == "attenuate" and cfg.noise_generator == "host"
+                and cfg.gradient == "hand" and self.obj.samples_per_pass(cfg.samples) < cfg.samples)
+
+    def _fresh_noise(self, seed: int) -> Any:
+        """The noise for ``seed``, drawn now (pass by pass where :meth:`_by_pass`)."""
+        if self._by_pass():
+            return self.obj.noise_parts(seed, self.cfg.samples)
+        return self.obj.draw_noise(seed, self.cfg.samples, self.cfg.noise_generator)
+
     def _noise(self, seed: int) -> Any:
         """The noise for ``seed``: drawn ahead on the NumPy backend (the same numbers, see prefetch_noise)."""
         ahead, self._ahead = self._ahead, None
@@ -152,7 +166,7 @@ class MaskRun:
             if self.B.name != "numpy":  # drawn on the host ahead: the copy to the device happens here
                 return self.obj.noise_from(self.B.asarray(drawn), self.cfg.samples)
             return drawn if self.obj.noise != "attenuate" else self.obj.noise_from(drawn, self.cfg.samples)
-        return self.obj.draw_noise(seed, self.cfg.samples, self.cfg.noise_generator)
+        return self._fresh_noise(seed)
 
     def prefetch_noise(self, seed: int) -> None:
         """Start drawing the noise for ``seed`` in a background thread (on the host: NumPy's generator).
@@ -160,7 +174,7 @@ class MaskRun:
         The host generator (numpy.random, which releases the GIL while it fills an array) was 15% of an
         iteration; drawn during the previous iteration's network pass it costs nothing on a machine with a free
         core, and the numbers are those of the same seed drawn in place, so runs stay bit-reproducible."""
-        if not PREFETCH_NOISE or (self.B.name != "numpy" and self.cfg.noise_generator != "host"):
+        if not PREFETCH_NOISE or (self.B.name != "numpy" and self.cfg.noise_generator != "host") or self._by_pass():
             return
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
@@ -178,7 +192,7 @@ class MaskRun:
 
     def data_gradient(self, m: Any, seed: int, eps: Any = None) -> tuple[float, Any, float]:
         """f, df/dm and ||df/dm||^2 for one batch of noise (that of ``seed``, unless already drawn as ``eps``)."""
-        eps = self.obj.draw_noise(seed, self.cfg.samples, self.cfg.noise_generator) if eps is None else eps
+        eps = self._fresh_noise(seed) if eps is None else eps
         if self.cfg.gradient == "hand":
             return self.obj.value_and_gradient(m, eps)
         mv = Variable(m, True)
