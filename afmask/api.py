@@ -27,7 +27,7 @@ from afmask.mask.regress import RTOL, TensorCheck, format_report, replay
 FEATURES_FILE = "features.npz"
 #: What a run leaves besides its checkpoint and config.json: removed when a new run starts in the folder, so
 #: that no file of an older run (an evaluation, a verdict, renditions) can be shown beside the new m.
-RUN_OUTPUTS = ("m.npy", "m.af", "m_last.npy", "summary.json", "heatmap.png", "training.png", FEATURES_FILE)
+RUN_OUTPUTS = ("m.npy", "m.af", "m_last.npy", "tiebreak.npy", "summary.json", "heatmap.png", "training.png", FEATURES_FILE)
 
 
 def _remove_stale(out: Path, fresh: bool) -> None:
@@ -182,6 +182,14 @@ def load_run(out: os.PathLike) -> tuple[MaskConfig, np.ndarray, dict, list]:
     history = read_csv_rows(out / "log.csv", fix, lambda k: int if k == "iteration" else float, LOG_COLUMNS)
     m = read_npy(out / "m.npy", fix)
     _check_m(out, m, feats, config)
+    from afmask.mask.run import TIEBREAK_FILE
+
+    if (out / TIEBREAK_FILE).exists():  # the order of the bins at the bound (runs with tie_break = "path")
+        tb = read_npy(out / TIEBREAK_FILE, fix)
+        if tb.shape != (m.shape[0] // 2, m.shape[1]) or not np.all(np.isfinite(tb)):
+            raise RunFileError(out / TIEBREAK_FILE, f"does not fit m.npy (shape {tb.shape}, expected "
+                               f"{(m.shape[0] // 2, m.shape[1])}, finite)", "run `afmask explain` into the folder again")
+        feats = {**feats, "tiebreak": tb}
     return config, m, feats, history
 
 
@@ -362,7 +370,6 @@ def validate(
     against energy's, and how much the region still changes the blind model's output (exactly blind unless
     ``leaky``: see :func:`afmask.evaluate.controls.blind_test`)."""
     from afmask.evaluate.controls import blind_test
-    from afmask.evaluate.importance import importance
     from afmask.io.files import atomic_write
     from afmask.model import demo_model
     from afmask.model.blind import blind_to_band, blind_to_frames
@@ -386,7 +393,7 @@ def validate(
                    allow_clipping=allow_clipping, model_name=f"{model_name}, {what}")
     res = blind_test(expl.fft, model, None, band=tuple(band) if band is not None else None,
                      frames=tuple(frames) if frames is not None else None, magnitude=expl.magnitude,
-                     variant=config.variant, stats=config.stats, seed=config.seed, importance=importance(expl.result.m),
+                     variant=config.variant, stats=config.stats, seed=config.seed, importance=expl.result.importance(),
                      leaky=leaky)
     res.update(audio=os.fspath(audio), mode=config.mode, iterations=expl.result.iterations, model=model_name)
     with atomic_write(Path(out) / VALIDATION_FILE) as f:

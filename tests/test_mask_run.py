@@ -117,6 +117,9 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, backend, monkeypatch):
     resumed = run_mask(objective(backend), cfg, tmp_path / "killed", resume=True, progress=False)
     np.testing.assert_array_equal(resumed.m, whole.m)
     np.testing.assert_array_equal(resumed.m_last, whole.m_last)
+    assert whole.tiebreak is not None  # the default mode orders the bins at the bound by the path
+    np.testing.assert_array_equal(resumed.tiebreak, whole.tiebreak)
+    np.testing.assert_array_equal(np.load(tmp_path / "killed" / "tiebreak.npy"), whole.tiebreak)
     assert [r["total"] for r in resumed.history] == [r["total"] for r in whole.history]
     with pytest.raises(ValueError, match="settings differ"):
         run_mask(objective(backend), cfg.replace(lr=0.5), tmp_path / "killed", resume=True, progress=False)

@@ -10,7 +10,6 @@ from afmask.attribute.base import Attribution, Attributor
 from afmask.attribute.target import Utterance, utterance_arrays
 from afmask.fl.nn import Module
 from afmask.mask import MaskConfig, MaskObjective, run_mask
-from afmask.mask.importance import importance
 
 
 class NoiseMask(Attributor):
@@ -33,7 +32,8 @@ class NoiseMask(Attributor):
                 "config": self.config.to_dict()}
 
     def attribute(self, utterance: Utterance, progress: bool = False) -> Attribution:
-        """Importance (K, T) = -log of the learned noise scale per bin (small m = important)."""
+        """Importance (K, T) = -log of the learned noise scale per bin (small m = important), the bins at the bound
+        ordered by the run's tie-break."""
         t0 = time.perf_counter()
         fft, _, clean_input = utterance_arrays(utterance)
         cfg = self.config
@@ -41,7 +41,7 @@ class NoiseMask(Attributor):
                                   kernel_path=cfg.kernel_path)
         result = run_mask(objective, cfg, progress=progress)
         self.last_result = result
-        imp = importance(result.m)
+        imp = result.importance()  # the bins at the bound ordered by the run's tie-break (tie_break = "path")
         summary = result.summary()
         extras = {"forwards": result.iterations * cfg.samples, "K": objective.K, "T": objective.T,
                   "iterations": result.iterations, "converged_at": result.converged_at, "lambda": result.lam,

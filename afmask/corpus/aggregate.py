@@ -32,6 +32,7 @@ from afmask.corpus.run import FAILURE_COLUMNS, FAILURES_FILE, read_corpus
 from afmask.corpus.worker import ALIGNMENT_FILE
 from afmask.evaluate.importance import importance
 from afmask.features.stft import FFT_SIZE, FRAME_SHIFT, SAMPLE_RATE
+from afmask.mask.run import TIEBREAK_FILE
 from afmask.io.files import atomic_write
 
 #: Coarse bands of the token and word tables, in Hz (the plots show every bin).
@@ -99,8 +100,10 @@ def load_runs(out: Path, utts: list[Utterance]) -> list[RunData]:
         d = out / u.id
         if not (d / "m.npy").is_file():
             continue
-        rank = percentile_rank(importance(np.load(d / "m.npy")))
         config = _read_json(d / "config.json") or {}
+        tb = d / TIEBREAK_FILE  # the bins at the bound ordered as the run ordered them, where it made a tie-break
+        tiebreak = np.load(tb) if tb.is_file() and config.get("tie_break", "path") == "path" else None
+        rank = percentile_rank(importance(np.load(d / "m.npy"), tiebreak, config.get("m_max")))
         start = ((config.get("extra") or {}).get("frames") or [0])[0]
         words = []
         wf = u.words_file()

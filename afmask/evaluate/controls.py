@@ -94,6 +94,13 @@ def ties(importance: np.ndarray, bound: Optional[float] = None, rtol: float = 1e
 
 def ties_verdict(t: dict) -> str:
     """One line about the ties of a map."""
+    if t.get("tie_break"):
+        # the bound's points are ordered by a tie-break: what is left arbitrary is what still shares a value
+        head = "WARNING: fails" if t["most_common_share"] >= 0.10 else "passes"
+        return (f"{head}: {100 * t['most_common_share']:.2g}% of the points share the most common value, "
+                f"{100 * t['tied_share']:.2g}% share theirs with another point; "
+                f"{100 * t.get('at_bound_share', 0.0):.1f}% ended at the bound (m = {math.exp(-t['bound']):.3g}) and "
+                f"are ordered among themselves by the tie-break, {t['tie_break']}")
     share = t.get("at_bound_share", t["most_common_share"])
     # the bound is given as an importance, -log(m_max): say it as the noise scale the user set
     where = (f"at the bound (m = {math.exp(-t['bound']):.3g})" if "bound" in t else

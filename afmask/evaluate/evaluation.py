@@ -35,8 +35,9 @@ from typing import Any, Optional
 import numpy as np
 
 from afmask.evaluate.curves import KINDS, METRICS, compute_curves, percent_grid, score_at
-from afmask.evaluate.controls import tie_broken_order
+from afmask.evaluate.controls import tie_broken_order, ties_verdict
 from afmask.evaluate.importance import importance
+from afmask.mask.importance import at_bound
 from afmask.evaluate.renditions import (
     render,
     rendition_magnitudes,
@@ -78,7 +79,10 @@ def run_digests(config: MaskConfig, m: np.ndarray, feats: dict) -> dict:
         if k in feats:
             f.update(f"{k}:{array_digest(feats[k])};".encode())
     settings = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
-    return {"m": array_digest(m), "features": f.hexdigest(), "settings": hashlib.sha256(settings.encode()).hexdigest()}
+    m_digest = array_digest(m)
+    if feats.get("tiebreak") is not None:  # the ranking is m's and its tie-break's (tiebreak.npy)
+        m_digest = hashlib.sha256(f"{m_digest};tiebreak:{array_digest(feats['tiebreak'])}".encode()).hexdigest()
+    return {"m": m_digest, "features": f.hexdigest(), "settings": hashlib.sha256(settings.encode()).hexdigest()}
 
 
 #: The run files each digest stands for, for messages.
@@ -419,7 +423,9 @@ def evaluate(
     for lo, hi in settings.blind_bands:  # before the slow work
         if int(hi) > mag.shape[0]:
             raise ValueError(f"blind band {lo}:{hi} lies outside the run's {mag.shape[0]} bins")
-    imp = importance(m)
+    # the run's ranking: m, and the bins at the bound ordered by its tie-break where it made one (tiebreak.npy)
+    tiebreak = feats.get("tiebreak") if config.tie_break == "path" else None
+    imp = importance(m, tiebreak, config.m_max)
     grid = percent_grid(settings.step)
     if 50.0 not in grid:
         raise ValueError(f"the curve grid must hold 50 % for the half verdict; step {settings.step} does not give it")
@@ -490,6 +496,12 @@ def evaluate(
     if settings.controls or settings.randomisation or settings.blind_bands:
         t0 = time.perf_counter()
         controls = _controls(config, fft, mag, model, imp, scorer, settings, words, progress)
+        if "ties" in controls and tiebreak is not None and config.m_max is not None:
+            # the values at the bound were moved below it in the tie-break's order: say how many sit there
+            t = controls["ties"]
+            t["at_bound_share"] = float(np.mean(at_bound(m, config.m_max)))
+            t["tie_break"] = "path (mean -log m over the run)"
+            t["verdict"] = ties_verdict(t)
         seconds["controls"] = time.perf_counter() - t0
         if deaf is not None:  # as for the verdict: keep the numbers, claim nothing
             for name, control in controls.items():

@@ -140,7 +140,8 @@ def explain_importance(fft: np.ndarray, clean_input: np.ndarray, model: Module, 
     objective = MaskObjective(fft, model, config.variant, noise=config.noise, stats=config.stats,
                               clean_input=clean_input, kernel_path=config.kernel_path)
     result = run_mask(objective, config, None, progress=False)
-    return importance(result.m_last)
+    # the last m (no early stop here), the bins at the bound ordered by the run's tie-break as the run's own map is
+    return importance(result.m_last, result.tiebreak, config.m_max)
 
 
 def sanity_check(

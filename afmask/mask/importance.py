@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Optional
+
 import numpy as np
 
 
@@ -17,8 +20,38 @@ def bin_scale(m: np.ndarray) -> np.ndarray:
     return np.sqrt((m[0::2] ** 2 + m[1::2] ** 2) / 2.0)
 
 
-def importance(m: np.ndarray) -> np.ndarray:
-    """Importance per bin (K, T): ``-log(bin_scale(m))``, so larger means the model needs that point more."""
+#: A bin counts as at the bound when its scale is within this relative distance of m_max.
+AT_BOUND_RTOL = 1e-6
+
+
+def at_bound(m: np.ndarray, m_max: Optional[float]) -> np.ndarray:
+    """Bool (K, T): the bins whose noise scale ended at the bound m_max (none without a bound)."""
+    s = bin_scale(m)
+    if m_max is None:
+        return np.zeros(s.shape, dtype=bool)
+    return s >= float(m_max) * (1.0 - AT_BOUND_RTOL)
+
+
+def importance(m: np.ndarray, tiebreak: Optional[np.ndarray] = None, m_max: Optional[float] = None) -> np.ndarray:
+    """Importance per bin (K, T): ``-log(bin_scale(m))``, so larger means the model needs that point more; with a
+    run's ``tiebreak`` (K, T) and its bound ``m_max``, the bins at the bound are ordered by the tie-break.
+
+    The tie-break (:attr:`afmask.mask.run.MaskResult.tiebreak`) is the mean of ``-log m`` over the run: a bin
+    the data term held below the bound longer is more important. The bins at the bound then take values in
+    ``[-log(m_max) - 1, -log(m_max) - 0.5]``, below every bin inside the bound, in the tie-break's order (equal
+    tie-breaks stay equal); only their order means something, not their value.
+    """
     s = bin_scale(m)
     floor = np.finfo(np.float64).tiny
-    return -np.log(np.maximum(s, floor))
+    imp = -np.log(np.maximum(s, floor))
+    if tiebreak is None or m_max is None:
+        return imp
+    key = np.asarray(tiebreak, dtype=np.float64)
+    if key.shape != imp.shape:
+        raise ValueError(f"tiebreak must be (K, T) = {imp.shape}, got {key.shape}")
+    at = at_bound(m, m_max)
+    if at.any():
+        k = key[at]
+        span = float(np.ptp(k)) or 1.0
+        imp[at] = -math.log(float(m_max)) - 1.0 + 0.5 * (k - k.min()) / span
+    return imp

@@ -33,6 +33,8 @@ from afmask.mask.optim import Adam, make_optimizer
 #: Columns of log.csv, one row per iteration.
 LOG_COLUMNS = ("iteration", "total", "f_term", "reg_term", "grad_f_norm", "grad_reg_norm", "m_mean", "m_var", "seconds")
 CHECKPOINT = "checkpoint.npz"
+#: The run folder's tie-break of the bins at the bound (MaskResult.tiebreak), beside m.npy.
+TIEBREAK_FILE = "tiebreak.npy"
 #: Run the default configuration's update in one pass of the extension where it applies (tests compare both ways).
 FUSED_UPDATE = True
 #: Draw the next iteration's noise during this one (NumPy backend; the same numbers either way).
@@ -89,6 +91,14 @@ class MaskResult:
     history: list = field(default_factory=list)
     config: Optional[MaskConfig] = None
     kernel_path: str = ""
+    #: the tie-break of the bins at the bound (K, T): the mean of -log m over the run (``tie_break = "path"``)
+    tiebreak: Optional[np.ndarray] = None
+
+    def importance(self) -> np.ndarray:
+        """Importance per bin (K, T) of m, the bins at the bound ordered by the tie-break (afmask.mask.importance)."""
+        from afmask.mask.importance import importance
+
+        return importance(self.m, self.tiebreak, self.config.m_max if self.config is not None else None)
 
     @property
     def converged(self) -> bool:
@@ -138,6 +148,10 @@ class MaskRun:
         self.estimate: dict = {}
         self._signal: Optional[int] = None
         self._critical = False
+        # the tie-break's running sum of -(log m_re + log m_im) per bin over the finished iterations
+        self.path_sum = (np.zeros((objective.K, objective.T), np.float32)
+                         if config.tie_break == "path" and config.m_max is not None else None)
+        self.path_n = 0
 
     # -- one step ---------------------------------------------------------------------------
     def scale(self, theta: Any = None) -> Any:
@@ -323,6 +337,7 @@ class MaskRun:
                 f"iteration {self.iteration}: the loss or the update is not finite (loss {row['total']}); "
                 f"lower the learning rate (lr={cfg.lr}) or lambda ({self.lam})"
             )
+        self._track_path(theta)
         summary = self.monitor.update(self.iteration, row["total"])
         if summary is not None and summary.is_best:
             self.best_theta = B.copy(theta)  # the window's losses were measured with the parameters before this update
@@ -332,6 +347,24 @@ class MaskRun:
         self.history.append(row)
         self.iteration += 1
         return row
+
+    def _track_path(self, theta: Any) -> None:
+        """Add the finished iteration's -log m (the m its gradient was taken at) to the tie-break's sum."""
+        if self.path_sum is None:
+            return
+        if self.cfg.parametrization == "exp":  # theta is log m: a strided add, no logarithm
+            t = self.B.to_numpy(theta)
+        else:
+            t = np.log(np.maximum(np.abs(self.B.to_numpy(self.scale(theta))), np.finfo(np.float32).tiny))
+        self.path_sum -= t[0::2]
+        self.path_sum -= t[1::2]
+        self.path_n += 1
+
+    def tiebreak(self) -> Optional[np.ndarray]:
+        """The mean of -log m per bin over the iterations so far (both rows of a bin); None without a tie-break."""
+        if self.path_sum is None or self.path_n == 0:
+            return None
+        return self.path_sum / np.float32(2 * self.path_n)
 
     # -- the loop -------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -457,6 +490,7 @@ class MaskRun:
             m=m, m_last=self.B.to_numpy(self.scale(self.theta)), lam=float(self.lam), iterations=self.iteration,
             converged_at=self.monitor.converged_at, best_iteration=self.monitor.best_iteration if use_best else self.iteration - 1,
             seconds=self.seconds, history=list(self.history), config=self.cfg, kernel_path=self.obj.kernel_path,
+            tiebreak=self.tiebreak(),
         )
 
     # -- files ------------------------------------------------------------------------------------
@@ -468,8 +502,11 @@ class MaskRun:
             "iteration": self.iteration, "lam": self.lam, "auto_lambda": self.auto_lambda, "seconds": self.seconds,
             "monitor": self.monitor.state(), "history": self.history, "config": self.cfg.to_dict(),
             "optimizer": {k: v for k, v in self.optimizer.state().items() if not isinstance(v, np.ndarray)},
+            "path_n": self.path_n,
         }
         arrays = {"theta": self.B.to_numpy(self.theta), "best_theta": self.B.to_numpy(self.best_theta)}
+        if self.path_sum is not None:
+            arrays["path_sum"] = self.path_sum
         arrays.update({f"opt_{k}": v for k, v in self.optimizer.state().items() if isinstance(v, np.ndarray)})
         with atomic_write(self.out / CHECKPOINT) as f:
             np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
@@ -511,6 +548,9 @@ class MaskRun:
         opt = dict(meta.get("optimizer", {}))
         opt.update({k[4:]: v for k, v in arrays.items() if k.startswith("opt_")})
         self.optimizer.load_state(opt)
+        if self.path_sum is not None and "path_sum" in arrays and arrays["path_sum"].shape == self.path_sum.shape:
+            self.path_sum, self.path_n = arrays["path_sum"].astype(np.float32), int(meta.get("path_n", 0))
+        # (a checkpoint from before the tie-break: its sum starts at the resumed iteration)
         return True
 
     def write_config(self) -> None:
@@ -532,9 +572,12 @@ class MaskRun:
             f.write(buf.getvalue().encode())
 
     def write_outputs(self, result: MaskResult) -> None:
-        """DIR/m.npy, m.af, m_last.npy, config.json, summary.json and log.csv."""
+        """DIR/m.npy, m.af, m_last.npy, tiebreak.npy (with a tie-break), config.json, summary.json and log.csv."""
         assert self.out is not None
-        for name, arr in (("m.npy", result.m), ("m_last.npy", result.m_last)):
+        outputs = [("m.npy", result.m), ("m_last.npy", result.m_last)]
+        if result.tiebreak is not None:
+            outputs.append((TIEBREAK_FILE, result.tiebreak))
+        for name, arr in outputs:
             with atomic_write(self.out / name) as f:
                 np.save(f, arr.astype(np.float32))
         save_array("m", result.m.astype(np.float32), self.out / "m.af")
