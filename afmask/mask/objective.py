@@ -527,7 +527,16 @@ class MaskObjective:
             f += fw.f.scalar() * n / S
             gp, _ = self.data_gradient(fw)
             fw = part = None  # this pass's noise and activations go before the next pass makes its own
-            g = gp * self.dtype.type(n / S) if g is None else g + gp * self.dtype.type(n / S)
+            w = self.dtype.type(n / S)
+            if xp is not None and isinstance(gp, xp.ndarray):  # in place: two FFT-sized arrays at a time, not four
+                gp *= w
+                if g is None:
+                    g = gp
+                else:
+                    g += gp
+            else:
+                g = gp * w if g is None else g + gp * w
+            gp = None
         g = fortran(B, g)
         return f, g, B.total64(g, squares=True)
 
