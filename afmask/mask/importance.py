@@ -38,8 +38,8 @@ def importance(m: np.ndarray, tiebreak: Optional[np.ndarray] = None, m_max: Opti
 
     The tie-break (:attr:`afmask.mask.run.MaskResult.tiebreak`) is the mean of ``-log m`` over the run: a bin
     the data term held below the bound longer is more important. The bins at the bound then take values in
-    ``[-log(m_max) - 1, -log(m_max) - 0.5]``, below every bin inside the bound, in the tie-break's order (equal
-    tie-breaks stay equal); only their order means something, not their value.
+    ``(-log(m_max) - 2, -log(m_max) - 1]``, below every bin inside the bound, evenly spaced in the tie-break's
+    order (equal tie-breaks stay equal); only their order means something, not their value.
     """
     s = bin_scale(m)
     floor = np.finfo(np.float64).tiny
@@ -51,7 +51,7 @@ def importance(m: np.ndarray, tiebreak: Optional[np.ndarray] = None, m_max: Opti
         raise ValueError(f"tiebreak must be (K, T) = {imp.shape}, got {key.shape}")
     at = at_bound(m, m_max)
     if at.any():
-        k = key[at]
-        span = float(np.ptp(k)) or 1.0
-        imp[at] = -math.log(float(m_max)) - 1.0 + 0.5 * (k - k.min()) / span
+        # dense ranks, evenly spaced: distinct tie-breaks stay apart however they cluster
+        levels, rank = np.unique(key[at], return_inverse=True)
+        imp[at] = -math.log(float(m_max)) - 2.0 + (rank.ravel() + 1.0) / levels.size
     return imp
