@@ -150,7 +150,8 @@ def run_clip(clip: Path, out: Path, args, model, blind: bool) -> list[dict]:
             row["top10_in_words_energy"] = pl["energy"].get("top10_in_words")
         if blind and (name != "rise" or args.blind_rise):
             for lo, hi in BANDS:
-                res = blind_test(fft, model, lambda bm, seed: make_method(name, bm, **opts[name]).attribute(feats).importance,
+                kind = "mask" if name == "faithful" else name
+                res = blind_test(fft, model, lambda bm, seed: make_method(kind, bm, **opts[name]).attribute(feats).importance,
                                  band=(lo, hi), magnitude=mag, leaky=args.blind_leaky)
                 row[f"blind_{lo}_{hi - 1}"] = res["map_top_share"]
                 row[f"blind_{lo}_{hi - 1}_energy"] = res["energy_top_share"]
