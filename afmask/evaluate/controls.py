@@ -578,7 +578,8 @@ def blind_test(
             f"{_f3(scores[form].cer_clean)} against its clean decoding), the leaky form's (normalised over all points) "
             f"by f = {scores['leaky'].f:.4g} (CER {_f3(scores['leaky'].cer_clean)}), the unblinded model's by "
             f"f = {scores['model'].f:.4g} (CER {_f3(scores['model'].cer_clean)})")
-    verdict = (f"{'passes' if passes else 'WARNING: fails'}: a model {form}ly blind to {what} gets "
+    how = "exactly blind" if form == "exact" else "blind in its first layer only (leaky: the normalisation sees the region)"
+    verdict = (f"{'passes' if passes else 'WARNING: fails'}: a model {how} to {what} gets "
                f"{100 * share_map:.1f}% of the map's top {pct}% points in that region, energy's ranking puts "
                f"{100 * share_energy:.1f}% there, the region holds {100 * region.mean():.1f}% of all points" + leak)
     return json_safe({

@@ -316,7 +316,8 @@ def blind_figure(b: dict):
     ax.set_xlabel("input bin" if prof["axis"] == "bin" else "frame")
     ax.set_ylabel(f"share in the top {100 * b['top']:g}%")
     ax.set_xlim(0, len(prof["map"]) - 1)
-    ax.set_title(f"ground truth: a model {b.get('form', 'exact')}ly blind to {b['region']}", fontsize=10)
+    how = "exactly blind" if b.get("form", "exact") == "exact" else "blind in its first layer (leaky)"
+    ax.set_title(f"ground truth: a model {how} to {b['region']}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig
