@@ -110,3 +110,16 @@ def test_validate_explains_an_exactly_blind_model_and_measures_the_leaky_form(tm
     leaky = json.loads((tmp_path / "leaky" / "validation.json").read_text())
     assert leaky["form"] == "leaky" and leaky["leak"]["blind_f"] == leaky["leak"]["leaky_f"]
     assert "leaky blind" in json.loads((tmp_path / "leaky" / "config.json").read_text())["model"]
+
+
+def test_demo_reports_every_control_unless_quick(tmp_path, monkeypatch, capsys):
+    import afmask.cli.report as report
+
+    seen = []
+    monkeypatch.setattr(report, "evaluate_and_print", lambda out, model, progress, settings=None: seen.append(settings))
+    assert main(["demo", "--out", str(tmp_path / "full"), "--iterations", "2", "--no-progress"]) == 0
+    full = seen[-1]
+    assert full.randomisation and full.blind_bands == ((0, 21), (60, 121)) and full.blind_iterations == 2
+    assert main(["demo", "--out", str(tmp_path / "quick"), "--iterations", "2", "--no-progress", "--quick"]) == 0
+    assert not seen[-1].randomisation and seen[-1].blind_bands == ()
+    assert "2 iterations" in capsys.readouterr().out

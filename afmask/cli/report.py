@@ -118,11 +118,12 @@ def print_evaluation(result) -> None:
         print(f"  {name}: {c['verdict']}")
 
 
-def evaluate_and_print(out, model, progress: bool) -> None:
-    """After a run: evaluate it with ``model``, write its report, print the verdicts and the report's path."""
+def evaluate_and_print(out, model, progress: bool, settings=None) -> None:
+    """After a run: evaluate it with ``model`` (and ``settings``), write its report, print the verdicts and the
+    report's path."""
     from afmask.api import evaluate_and_report
 
-    result, path = evaluate_and_report(out, model=model, progress=progress)
+    result, path = evaluate_and_report(out, model=model, progress=progress, settings=settings)
     print_evaluation(result)
     print(f"afmask report: wrote {path}")
 
