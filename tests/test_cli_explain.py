@@ -79,7 +79,7 @@ def test_explain_ends_with_the_verdict_and_the_report(tmp_path, demo, capsys, mo
     # the evaluation's default settings cost a minute on the demo model; the plumbing is the same with fewer points
     quick = EvaluationSettings(step=25.0, random_seeds=1, sanity_iterations=2, sanity_levels=1)
     full = afmask.api.evaluate_and_report
-    monkeypatch.setattr(afmask.api, "evaluate_and_report", lambda out, **kw: full(out, settings=quick, **kw))
+    monkeypatch.setattr(afmask.api, "evaluate_and_report", lambda out, **kw: full(out, **{**kw, "settings": quick}))
     out = tmp_path / "reported"
     rc = main(["explain", str(demo_audio()), "--out", str(out), *demo, "--frames", "100:160", "--iterations", "5",
                "--samples", "1", "--no-progress"])
