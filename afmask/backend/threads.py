@@ -134,18 +134,42 @@ def _current_backend() -> str:
     return get_backend().name
 
 
-#: A measured choice of more than one thread is measured again after this many seconds (load changes).
+#: A measured choice is measured again after this many seconds (load changes both ways).
 RECHECK_SECONDS = 30.0
+#: A multi-threaded choice is measured again at once when one calibration GEMM takes this much longer than
+#: when it was chosen: a core has turned busy, and every GEMM now waits for the thread that shares it.
+PROBE_SLOWDOWN = 1.5
 _measured_at = 0.0
+_probe: Optional[tuple] = None
+
+
+def _probe_ms() -> float:
+    """The faster of two calibration GEMMs (ms) with the threads in force: about a millisecond."""
+    global _probe
+    if _probe is None:
+        rng = np.random.default_rng(0)
+        _probe = (rng.standard_normal((2112, 128), dtype=np.float32), rng.standard_normal((128, 128), dtype=np.float32),
+                  np.empty((2112, 128), np.float32))
+    a, b, out = _probe
+    best = float("inf")
+    for _ in range(2):
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, (time.perf_counter() - t0) * 1e3)
+    return best
 
 
 def recheck() -> ThreadChoice:
-    """Measure again if more than one thread was chosen by measurement a while ago: when a core turns busy,
-    fall back to one thread (one thread never waits for another core, so it is never re-measured)."""
-    global _measured_at
+    """Measure again when a measured choice is old, or at once when more threads were chosen and a calibration
+    GEMM has slowed down (the other core turned busy: measured 2.9x slower per iteration on 2 cores until the
+    next measurement)."""
     c = current()
-    if c.threads > 1 and c.measured_ms is not None and time.monotonic() - _measured_at > RECHECK_SECONDS:
-        c = configure()
+    if c.measured_ms is None:  # set by the user, the environment or the backend: not ours to change
+        return c
+    if time.monotonic() - _measured_at > RECHECK_SECONDS:
+        return configure()
+    if c.threads > 1 and _probe_ms() > PROBE_SLOWDOWN * c.measured_ms[c.threads]:
+        return configure()
     return c
 
 

@@ -499,7 +499,8 @@ def _busy_child(frames: int, rounds: int, seconds: float) -> dict:
             spinner.kill()
     ratios = sorted(b / a for a, b in zip(idle, busy))
     return {"idle_ms": statistics.median(idle), "busy_ms": statistics.median(busy), "ratio": statistics.median(ratios),
-            "ratio_range": (ratios[0], ratios[-1]), "threads": threads.current().threads, "reason": choice.reason}
+            "ratio_range": (ratios[0], ratios[-1]), "threads": threads.current().threads,
+            "reason": f"chosen at the start: {choice.threads} ({choice.reason}); at the end: {threads.current().reason}"}
 
 
 def busy_core(st: Settings, frames: int, log: Callable[[str], None]) -> dict:
