@@ -91,7 +91,7 @@ class MaskResult:
     history: list = field(default_factory=list)
     config: Optional[MaskConfig] = None
     kernel_path: str = ""
-    #: the tie-break of the bins at the bound (K, T): the mean of -log m over the run (``tie_break = "path"``)
+    #: the tie-break of the bins at the bound (K, T): the mean over the updates of each bin's -log s (``tie_break = "path"``)
     tiebreak: Optional[np.ndarray] = None
 
     def importance(self) -> np.ndarray:
@@ -148,7 +148,7 @@ class MaskRun:
         self.estimate: dict = {}
         self._signal: Optional[int] = None
         self._critical = False
-        # the tie-break's running sum of -(log m_re + log m_im) per bin over the finished iterations
+        # the tie-break's running sum of each bin's -log s over the updates so far (all but the last one's)
         self.path_sum = (np.zeros((objective.K, objective.T), np.float32)
                          if config.tie_break == "path" and config.m_max is not None else None)
         self.path_n = 0
@@ -297,7 +297,7 @@ class MaskRun:
         if fused is not None:
             new_theta, reg, m_sq, m_mean, reg_norm = fused
             n = float(np.prod(B.dims(m)))
-            return self._finish(theta, new_theta, f, reg, g_sq, reg_norm, m_mean, m_sq / n - m_mean * m_mean, t0, True)
+            return self._finish(theta, new_theta, m, f, reg, g_sq, reg_norm, m_mean, m_sq / n - m_mean * m_mean, t0, True)
         m_sq = terms.sqnorm(B, m, cfg.norm_accumulation)
         try:
             reg, g_reg = terms.regularizer(B, cfg.regularizer, m, self.lam, m_sq)
@@ -320,10 +320,10 @@ class MaskRun:
         m_mean = B.total64(m) / n
         m_var = m_sq / n - m_mean * m_mean if cfg.norm_accumulation == "float64" else float(B.scalar(B.var(B.astype(m, np.float64), [0, 1], True)))
         reg_norm = terms.regularizer_grad_norm(B, cfg.regularizer, m, self.lam, m_sq, g_reg)
-        return self._finish(theta, new_theta, f, reg, g_sq, reg_norm, m_mean, m_var, t0)
+        return self._finish(theta, new_theta, m, f, reg, g_sq, reg_norm, m_mean, m_var, t0)
 
-    def _finish(self, theta: Any, new_theta: Any, f: float, reg: float, g_sq: float, reg_norm: float, m_mean: float,
-                m_var: float, t0: float, checked: bool = False) -> dict:
+    def _finish(self, theta: Any, new_theta: Any, m: Any, f: float, reg: float, g_sq: float, reg_norm: float,
+                m_mean: float, m_var: float, t0: float, checked: bool = False) -> dict:
         """The log row, the finiteness check (of new_theta too unless ``checked``), the convergence test and the new
         parameter of one iteration."""
         B, cfg = self.B, self.cfg
@@ -337,7 +337,7 @@ class MaskRun:
                 f"iteration {self.iteration}: the loss or the update is not finite (loss {row['total']}); "
                 f"lower the learning rate (lr={cfg.lr}) or lambda ({self.lam})"
             )
-        self._track_path(theta)
+        self._track_path(m)
         summary = self.monitor.update(self.iteration, row["total"])
         if summary is not None and summary.is_best:
             self.best_theta = B.copy(theta)  # the window's losses were measured with the parameters before this update
@@ -348,23 +348,28 @@ class MaskRun:
         self.iteration += 1
         return row
 
-    def _track_path(self, theta: Any) -> None:
-        """Add the finished iteration's -log m (the m its gradient was taken at) to the tie-break's sum."""
-        if self.path_sum is None:
+    def _neg_log_scale(self, m: Any) -> np.ndarray:
+        """``-log`` of each bin's noise scale (K, T) float32: the importance of m (afmask.mask.importance)."""
+        h = self.B.to_numpy(m)
+        s2 = h[0::2] * h[0::2]
+        s2 += h[1::2] * h[1::2]
+        s2 *= np.float32(0.5)
+        np.maximum(s2, np.finfo(np.float32).tiny, out=s2)
+        return np.log(s2, out=s2) * np.float32(-0.5)
+
+    def _track_path(self, m: Any) -> None:
+        """Add the finished iteration's m (the previous update's result) to the tie-break's sum, from the second
+        iteration on; the last update's m is added when the tie-break is read."""
+        if self.path_sum is None or self.iteration == 0:
             return
-        if self.cfg.parametrization == "exp":  # theta is log m: a strided add, no logarithm
-            t = self.B.to_numpy(theta)
-        else:
-            t = np.log(np.maximum(np.abs(self.B.to_numpy(self.scale(theta))), np.finfo(np.float32).tiny))
-        self.path_sum -= t[0::2]
-        self.path_sum -= t[1::2]
+        self.path_sum += self._neg_log_scale(m)
         self.path_n += 1
 
     def tiebreak(self) -> Optional[np.ndarray]:
-        """The mean of -log m per bin over the iterations so far (both rows of a bin); None without a tie-break."""
-        if self.path_sum is None or self.path_n == 0:
+        """The mean over the updates so far of each bin's importance ``-log s`` (K, T); None without a tie-break."""
+        if self.path_sum is None or self.iteration == 0:
             return None
-        return self.path_sum / np.float32(2 * self.path_n)
+        return (self.path_sum + self._neg_log_scale(self.scale(self.theta))) / np.float32(self.path_n + 1)
 
     # -- the loop -------------------------------------------------------------------------------
     @contextlib.contextmanager
