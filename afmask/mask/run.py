@@ -355,7 +355,9 @@ class MaskRun:
         s2 += h[1::2] * h[1::2]
         s2 *= np.float32(0.5)
         np.maximum(s2, np.finfo(np.float32).tiny, out=s2)
-        return np.log(s2, out=s2) * np.float32(-0.5)
+        np.log(s2, out=s2)
+        s2 *= np.float32(-0.5)
+        return s2
 
     def _track_path(self, m: Any) -> None:
         """Add the finished iteration's m (the previous update's result) to the tie-break's sum, from the second
