@@ -37,7 +37,6 @@ import numpy as np
 from afmask.evaluate.curves import KINDS, METRICS, compute_curves, percent_grid, score_at
 from afmask.evaluate.controls import tie_broken_order, ties_verdict
 from afmask.evaluate.importance import importance
-from afmask.mask.importance import at_bound
 from afmask.evaluate.renditions import (
     render,
     rendition_magnitudes,
@@ -49,6 +48,7 @@ from afmask.evaluate.scoring import Scorer, normalise
 from afmask.fl.nn import Module
 from afmask.io.files import in_stage, json_safe
 from afmask.mask import MaskConfig
+from afmask.mask.importance import at_bound
 
 EVALUATION_FILE = "evaluation.json"
 CURVES_FILE = "curves.csv"
