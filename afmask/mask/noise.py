@@ -32,15 +32,17 @@ def _draw(fill: Any, shape: tuple, dtype: Any, reuse: bool) -> np.ndarray:
     return out
 
 
-def _host(method: str, rows: int, T: int, samples: int, seed: int, dtype: Any, reuse: bool) -> np.ndarray:
-    """The draws of ``numpy.random.Generator(seed).<method>`` as (rows, T[, S]), column-major."""
-    rng = np.random.default_rng(seed)
-    dt = np.dtype(dtype).type
-    fill = getattr(rng, method)
-    # drawn in reversed dims and transposed: column-major memory without a copy
+def _column_major(fill: Any, rows: int, T: int, samples: int, dt: Any, reuse: bool) -> np.ndarray:
+    """``fill``'s next draws as (rows, T[, S]), column-major: drawn in reversed dims and transposed, no copy."""
     if samples == 1:
         return _draw(fill, (T, rows), dt, reuse).T
     return _draw(fill, (samples, T, rows), dt, reuse).transpose(2, 1, 0)
+
+
+def _host(method: str, rows: int, T: int, samples: int, seed: int, dtype: Any, reuse: bool) -> np.ndarray:
+    """The draws of ``numpy.random.Generator(seed).<method>`` as (rows, T[, S]), column-major."""
+    rng = np.random.default_rng(seed)
+    return _column_major(getattr(rng, method), rows, T, samples, np.dtype(dtype).type, reuse)
 
 
 def _on_backend(B: Backend, method: str, device: str, rows: int, T: int, samples: int, seed: int, dtype: Any,
@@ -83,10 +85,7 @@ def host_uniform_parts(rows: int, T: int, samples: int, seed: int, per: int,
     dt = np.dtype(dtype).type
     for s0 in range(0, samples, per):
         n = min(per, samples - s0)
-        if n == 1:
-            yield 1, _draw(rng.random, (T, rows), dt, True).T
-        else:
-            yield n, _draw(rng.random, (n, T, rows), dt, True).transpose(2, 1, 0)
+        yield n, _column_major(rng.random, rows, T, n, dt, True)
 
 
 def host_uniform(rows: int, T: int, samples: int, seed: int, dtype: Any = np.float32, reuse: bool = False) -> np.ndarray:

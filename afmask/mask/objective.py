@@ -64,6 +64,19 @@ class Centred:
     sum: np.ndarray
 
 
+def normalisation_coefficients(sd: np.ndarray, sdx: np.ndarray, centred: Centred, stdev: Any, n: float,
+                               scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sample, the float64 (a, b, c) of the normalisation's backward ``dx = a*dy + b*x + c`` from the sums
+    ``sd = sum(dy)`` and ``sdx = sum(dy * x)`` over its N = T*K values (times ``scale``)."""
+    mean, sigma = np.asarray(centred.mean, np.float64), np.asarray(stdev, np.float64)
+    sdc = np.asarray(sdx, np.float64) - mean * sd  # sum(dy * (x - mean))
+    sc = np.asarray(centred.sum, np.float64) - n * mean  # sum(x - mean)
+    dsigma2 = sdc * -0.5 * (sigma * sigma) ** -1.5
+    dmu = sd * (-1.0 / sigma) + sc * -2.0 * dsigma2 / n
+    b = scale * dsigma2 * 2.0 / n
+    return scale / sigma, b, scale * dmu / n - b * mean
+
+
 @dataclass
 class Forward:
     """What one forward pass keeps for the hand-written backward."""
@@ -422,43 +435,30 @@ class MaskObjective:
         m3 = B._4d(centred.mag)[:, :, :, 0]
         dy4 = B._4d(dy)
         out = POOL.take(xp, (S, self.T, self.K), self.dtype)  # column-major (K, T, S): what the kernel reads
+        n = float(self.T * self.K)
         ext = self._ext_arrays(centred.mag)
         d3 = dy4[:, :, 0, :] if dy4.shape[2] == 1 else dy4[:, :, :, 0]  # (T, K, S)
         if ext is not None and isinstance(dy, np.ndarray) and dy.dtype == np.float32 and (self.K == 1 or d3.strides[1] == 4):
             # the same sums and float32 operations as below, in two passes of the extension
-            n = float(self.T * self.K)
             sds, sdxs = ext.grad_stats(d3, centred.mag)
-            a, b, c = [], [], []
-            for s in range(S):
-                mean, sigma, sd = float(centred.mean[s]), float(stdev[s]), sds[s]
-                sdc = sdxs[s] - mean * sd
-                sc = float(centred.sum[s]) - n * mean
-                dsigma2 = sdc * -0.5 * (sigma * sigma) ** -1.5
-                dmu = sd * (-1.0 / sigma) + sc * -2.0 * dsigma2 / n
-                bs = scale * dsigma2 * 2.0 / n
-                a.append(scale / sigma)
-                b.append(bs)
-                c.append(scale * dmu / n - bs * mean)
+            a, b, c = normalisation_coefficients(np.asarray(sds), np.asarray(sdxs), centred, stdev, n, scale)
             xg = out.transpose(2, 1, 0)
-            ext.norm_backward(d3, centred.mag, xg if centred.mag.ndim == 3 else xg[:, :, 0], a, b, c)
+            ext.norm_backward(d3, centred.mag, xg if centred.mag.ndim == 3 else xg[:, :, 0], a.tolist(), b.tolist(),
+                              c.tolist())
             return B._canon(xg)
         tmp = POOL.take(xp, (self.T, self.K), self.dtype)
-        n = float(self.T * self.K)
+        xs = [m3[:, :, s].T for s in range(S)]
+        ds = [dy4[:, :, 0, s] if dy4.shape[2] == 1 else dy4[:, :, s, 0] for s in range(S)]
+        sd = np.array([float(d.sum(dtype=np.float64)) for d in ds])
+        sdx = np.array([float(xp.einsum("ij,ij->", d, x, dtype=np.float64)) for d, x in zip(ds, xs)])
+        a, b, c = normalisation_coefficients(sd, sdx, centred, stdev, n, scale)
         for s in range(S):
-            x = m3[:, :, s].T
-            d = dy4[:, :, 0, s] if dy4.shape[2] == 1 else dy4[:, :, s, 0]
-            mean, sigma = float(centred.mean[s]), float(stdev[s])
-            sd = float(d.sum(dtype=np.float64))
-            sdc = float(xp.einsum("ij,ij->", d, x, dtype=np.float64)) - mean * sd
-            sc = float(centred.sum[s]) - n * mean
-            dsigma2 = sdc * -0.5 * (sigma * sigma) ** -1.5
-            dmu = sd * (-1.0 / sigma) + sc * -2.0 * dsigma2 / n
-            a, b = scale / sigma, scale * dsigma2 * 2.0 / n
+            # Python floats: the float32 arrays' own precision (a NumPy float64 scalar would widen them)
             o = out[s]
-            xp.multiply(d, a, out=o)
-            xp.multiply(x, b, out=tmp)
+            xp.multiply(ds[s], float(a[s]), out=o)
+            xp.multiply(xs[s], float(b[s]), out=tmp)
             o += tmp
-            o += scale * dmu / n - b * mean
+            o += float(c[s])
         return B._canon(out.transpose(2, 1, 0))
 
     def _normalisation_backward_af(self, dy: Any, centred: "Centred", stdev: np.ndarray, scale: float) -> Any:
@@ -469,15 +469,8 @@ class MaskObjective:
         S = len(centred.mean)
         d = af.reorder(af.moddims(dy, self.T, self.K, S), 1, 0, 2, 3)  # (K, T, S)
         af.eval(d)
-        n = float(self.T * self.K)
-        mean, sigma = np.asarray(centred.mean, np.float64), np.asarray(stdev, np.float64)
         sd, sdx = self._per_sample_sums(d, centred.mag)
-        sdc = sdx - mean * sd
-        sc = np.asarray(centred.sum, np.float64) - n * mean
-        dsigma2 = sdc * -0.5 * (sigma * sigma) ** -1.5
-        dmu = sd * (-1.0 / sigma) + sc * -2.0 * dsigma2 / n
-        a, b = scale / sigma, scale * dsigma2 * 2.0 / n
-        c = scale * dmu / n - b * mean
+        a, b, c = normalisation_coefficients(sd, sdx, centred, stdev, float(self.T * self.K), scale)
         x = af.moddims(centred.mag, self.K, self.T, S)
         out = self._per_sample_affine((self.K, self.T, S),
                                       lambda j: d[:, :, j] * float(a[j]) + x[:, :, j] * float(b[j]) + float(c[j]))
