@@ -64,7 +64,7 @@ class ArrayFireBackend(Backend):
 
     def __init__(self, af_module: Any):
         self.af = af_module
-        self._ones: dict = {}  # the row of ones of the last GEMM-summed size
+        self._ones: dict = {}  # rows of ones for GEMM sums, by (length, dtype): see ones_row
 
     def _afdtype(self, dtype: Any):
         return getattr(self.af.Dtype, _NP_TO_AF[np.dtype(dtype).name])
@@ -199,13 +199,22 @@ class ArrayFireBackend(Backend):
         n = int(np.prod(d))
         if n < 4096:
             return None
-        key = (n, a.dtype())
+        return self.af.matmul(self.ones_row(n, self.dtype(a)), self.af.flat(a))
+
+    #: Rows of ones kept at most (a run sums a few sizes: one sample, all samples, in float32 and float64).
+    ONES_KEPT = 4
+
+    def ones_row(self, n: int, dtype: Any):
+        """A (1, n) row of ones of ``dtype``, evaluated once and kept: a GEMM with it sums n values."""
+        key = (int(n), np.dtype(dtype).name)
         ones = self._ones.get(key)
         if ones is None:
-            ones = self.af.constant(1, 1, n, dtype=a.dtype())
+            if len(self._ones) >= self.ONES_KEPT:
+                self._ones.clear()
+            ones = self.af.constant(1, 1, int(n), dtype=self._afdtype(dtype))
             self.af.eval(ones)
-            self._ones = {key: ones}
-        return self.af.matmul(ones, self.af.flat(a))
+            self._ones[key] = ones
+        return ones
 
     def sum(self, a, axes):
         fast = self._total_by_gemm(a, [int(ax) for ax in axes])

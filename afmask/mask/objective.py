@@ -333,11 +333,9 @@ class MaskObjective:
         S = self.B.dims(a)[2]
         n = self.K * self.T
         x = af.moddims(a, n, S).as_type(af.Dtype.f64)
-        if getattr(self, "_ones64", None) is None or self._ones64.elements() != n:
-            self._ones64 = af.constant(1, 1, n, dtype=af.Dtype.f64)
-            af.eval(self._ones64)
+        ones = self.B.ones_row(n, np.float64)
         # two GEMMs reading the float32 arrays through the cast (joining the two first copied 8 MB)
-        both = af.join(1, af.matmul(self._ones64, x), af.matmul(self._ones64, x * af.moddims(b, n, S).as_type(af.Dtype.f64)))
+        both = af.join(1, af.matmul(ones, x), af.matmul(ones, x * af.moddims(b, n, S).as_type(af.Dtype.f64)))
         sums = np.asarray(both.to_ndarray(), np.float64).reshape(2 * S)
         return sums[:S], sums[S:]
 
