@@ -5,8 +5,26 @@ writes it), resumably, with failures in ``DIR/failures.csv``; :func:`write_corpu
 corpus-level tables, plots and page from the finished folders.
 """
 
-from afmask.corpus.aggregate import write_corpus
-from afmask.corpus.manifest import Utterance, read_list
-from afmask.corpus.run import CorpusRun, cluster_shape, explain_corpus, is_corpus, read_corpus
+from __future__ import annotations
 
-__all__ = ["CorpusRun", "Utterance", "cluster_shape", "explain_corpus", "is_corpus", "read_corpus", "read_list", "write_corpus"]
+import importlib
+from typing import Any
+
+#: public name -> submodule. Loaded on first use (PEP 562): ``afmask.corpus.run`` imports Dask's distributed
+#: (about 25 MB of resident memory), which every other command, ``afmask explain`` among them, does without.
+_WHERE = {"write_corpus": "aggregate", "Utterance": "manifest", "read_list": "manifest", "CorpusRun": "run",
+          "cluster_shape": "run", "explain_corpus": "run", "is_corpus": "run", "read_corpus": "run"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__))
