@@ -1,15 +1,22 @@
 """What keeps a long explanation's memory down: samples in several passes, noise drawn as its random numbers,
 workspaces released after the loop, plots at display resolution, float64 totals without float64 copies."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import afmask.mask.objective as objective_module
 from afmask.backend import get_backend, use_backend
-from afmask.backend.workspace import POOL
+from afmask.backend.workspace import POOL, return_free_memory
 from afmask.mask import MaskConfig, MaskObjective, MaskRun
 from afmask.report.plots import display_columns
 from test_mask_gradients import T, clean_fft, small_model
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _objective(backend, noise="attenuate"):
@@ -91,6 +98,31 @@ def test_a_run_releases_its_workspaces_and_noise_thread():
         run = MaskRun(_objective(get_backend("numpy")), MaskConfig.preset("default", iterations=3, lam=1.0, early_stop=False))
         run.run(progress=False)
     assert POOL.nbytes() == 0 and run._pool is None and run._ahead is None
+
+
+def _rss_mb() -> float:
+    return int([ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmRSS")][0]) / 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the resident size from /proc (Linux)")
+def test_freed_heap_pages_go_back_to_the_system():
+    # 64 KB blocks stay under glibc's mmap threshold, and a block allocated last pins the heap's top: without
+    # a trim their pages stay resident after they are freed
+    blocks = [bytearray(b"x" * 65536) for _ in range(1600)]
+    pin = bytearray(b"y" * 65536)
+    del blocks
+    before = _rss_mb()
+    if not return_free_memory():
+        pytest.skip("the C library offers no malloc_trim (not glibc)")
+    assert before - _rss_mb() > 50, "100 MB freed in the middle of the heap stayed resident"
+    assert pin[0] == ord("y")
+
+
+def test_explain_and_the_other_commands_do_not_load_dask():
+    code = ("import sys; from afmask.cli import build_parser; build_parser(); import afmask.corpus as c; "
+            "assert 'distributed' not in sys.modules, 'parsing loaded dask'; c.is_corpus; "
+            "assert 'distributed' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def test_total64_accumulates_in_float64(backend):

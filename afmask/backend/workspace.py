@@ -70,3 +70,22 @@ class Pool:
 
 #: The pool of afmask.fl's convolution and of the mask objective.
 POOL = Pool()
+
+
+def return_free_memory() -> bool:
+    """Hand the C heap's free pages back to the operating system; whether that was possible (glibc only)."""
+    # glibc keeps freed heap pages mapped: after a run at T = 6372 released its workspaces the process stayed
+    # at its peak (361 MB), and the plots that follow then added 26 MB on top of it; trimmed, it falls to 217 MB
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return False
+    if trim is None:
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
+    return True

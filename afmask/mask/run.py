@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from afmask.backend import threads
-from afmask.backend.workspace import POOL
+from afmask.backend.workspace import POOL, return_free_memory
 from afmask.fl import Variable
 from afmask.io import save_array
 from afmask.io.files import atomic_write
@@ -478,6 +478,7 @@ class MaskRun:
             self._pool.shutdown(wait=True)
             self._pool = None
         POOL.clear()
+        return_free_memory()
 
     def _save_deferring_signals(self) -> None:
         """A checkpoint that a stop signal does not cut short (the signal takes effect right after it)."""
