@@ -57,7 +57,8 @@ setup(
     ext_modules=[
         Pybind11Extension(
             "afmask._ext",
-            ["csrc/mask_step.cpp"],
+            ["csrc/mask_step.cpp", "csrc/conv_time.cpp"],
+            depends=["csrc/conv_time.h"],
             cxx_std=17,
         )
     ],

@@ -20,6 +20,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "conv_time.h"
+
 #include <cfloat>
 #include <cmath>
 #include <algorithm>
@@ -1151,4 +1153,5 @@ PYBIND11_MODULE(_ext, mod) {
 #endif
         },
         "Threads the OpenMP loops use (1 without OpenMP).");
+    register_conv_time(mod);
 }

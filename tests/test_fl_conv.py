@@ -31,12 +31,14 @@ def test_time_convolution_equals_im2col(sx, px, k, n, calc_w, monkeypatch):
     fast = _run(x, w, b, sx, px, True, calc_w)
     monkeypatch.setattr(_conv, "BLOCK_ROWS", 4)  # several row blocks, partial last block
     blocked = _run(x, w, b, sx, px, True, calc_w)
+    monkeypatch.setattr(_conv, "USE_EXT", False)  # the tap loops in Python, one ctypes GEMM call per tap
+    loops = _run(x, w, b, sx, px, True, calc_w)
     monkeypatch.setattr(_conv, "USE_CBLAS", False)  # NumPy's matmul and a scratch block instead of BLAS directly
     plain = _run(x, w, b, sx, px, True, calc_w)
     monkeypatch.setattr(_conv, "supported", lambda *a: False)
     monkeypatch.setattr(_afconv, "supported", lambda *a: False)  # on arrayfire, its own time convolution above
     ref = _run(x, w, b, sx, px, False, calc_w)
-    for got in (fast, blocked, plain):
+    for got in (fast, blocked, loops, plain):
         np.testing.assert_allclose(got[0], ref[0], rtol=1e-12, atol=1e-12)
         for a, r in zip(got[1], ref[1]):
             np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
@@ -97,3 +99,84 @@ def test_a_float64_gradient_through_float32_weights_promotes():
         grads.append(xv.grad().host())
     assert np.all(np.isfinite(grads[0]))
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-5)
+
+
+def _needs_extension_loops():
+    if _conv._ext() is None:
+        pytest.skip("afmask._ext is not built (python setup.py build_ext --inplace): the tap loops run in Python")
+    if _conv._blas(np, np.float32) is None:
+        pytest.skip("numpy here does not use its bundled OpenBLAS: there is no GEMM for the extension to call")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sx,px,k,n,relu,bias,block", [
+    (1, 3, 8, 1, True, True, 4096), (2, 3, 8, 1, True, True, 4096), (1, 3, 8, 3, False, True, 5),
+    (2, 0, 3, 2, True, False, 7), (3, 2, 5, 1, False, False, 4096), (2, 6, 4, 3, True, True, 3)])
+def test_extension_tap_loops_give_the_python_loops_bits(dtype, sx, px, k, n, relu, bias, block, monkeypatch):
+    """The C++ tap loops make the same GEMM calls in the same order: values and gradients equal to the bit."""
+    from afmask.fl.functions import conv2d_relu
+
+    _needs_extension_loops()
+    monkeypatch.setattr(_conv, "BLOCK_ROWS", block)
+    rng = np.random.default_rng(k + 10 * sx + n)
+    x = rng.standard_normal((41, 1, 6, n)).astype(dtype)
+    w = np.asfortranarray(rng.standard_normal((k, 1, 6, 5)).astype(dtype))
+    b = rng.standard_normal((1, 1, 5)).astype(dtype) if bias else None
+    res = []
+    for ext in (True, False):
+        monkeypatch.setattr(_conv, "USE_EXT", ext)
+        xv = Variable(x, True)
+        bv = None if b is None else Variable(b, False)
+        op = conv2d_relu if relu else fl.conv2d
+        out = op(xv, Variable(w, False), bv, sx, 1, px, 0)
+        out.backward(Variable(rng.standard_normal(out.host().shape).astype(dtype), False))
+        res.append((out.host(), xv.grad().host()))
+        rng = np.random.default_rng(k + 10 * sx + n)
+        rng.standard_normal(x.size + w.size + (0 if b is None else b.size))  # the same output gradient again
+    if relu:
+        assert (res[0][0] == 0).any() and (res[0][0] > 0).any()
+    for a, r in zip(*res):
+        np.testing.assert_array_equal(a, r)
+
+
+def test_extension_tap_loops_are_used(monkeypatch):
+    _needs_extension_loops()
+    calls = []
+    real = _conv._ext()
+
+    class Spy:
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(real, name)
+
+    monkeypatch.setattr(_conv, "_ext", lambda: Spy())
+    x = np.random.default_rng(0).standard_normal((30, 1, 4, 1)).astype(np.float32)
+    xv = Variable(x, True)
+    out = fl.conv2d(xv, Variable(np.asfortranarray(np.ones((3, 1, 4, 2), np.float32)), False), None, 1, 1, 1, 0)
+    out.backward(Variable(np.ones(out.host().shape, np.float32), False))
+    assert calls == ["conv_forward", "conv_backward_input"]
+
+
+def test_extension_tap_loops_refuse_bad_arrays():
+    _needs_extension_loops()
+    ext, blas = _conv._ext(), _conv._blas(np, np.float32)
+    addr = blas.addresses[np.dtype(np.float32)]
+    wk = np.ones((3, 4, 2), np.float32)
+    ph = [np.zeros((12, 1, 4), np.float32)]
+    out = np.empty((10, 1, 2), np.float32)
+    ext.conv_forward(ph, wk, None, out, 1, False, 4096, addr, blas.ilp64)  # well formed: runs
+    with pytest.raises(TypeError, match="phases\\[0\\]: expected dtype float32"):
+        ext.conv_forward([ph[0].astype(np.float64)], wk, None, out, 1, False, 4096, addr, blas.ilp64)
+    with pytest.raises(ValueError, match="phases\\[0\\]: 11 rows, the taps read 12"):
+        ext.conv_forward([ph[0][:11]], wk, None, out, 1, False, 4096, addr, blas.ilp64)
+    with pytest.raises(ValueError, match="expected 2 phases"):
+        ext.conv_forward(ph, wk, None, out, 2, False, 4096, addr, blas.ilp64)
+    with pytest.raises(ValueError, match="out: expected a C-contiguous"):
+        ext.conv_forward(ph, wk, None, np.empty((10, 1, 4), np.float32)[:, :, ::2], 1, False, 4096, addr, blas.ilp64)
+    with pytest.raises(ValueError, match="bias: unexpected shape"):
+        ext.conv_forward(ph, wk, np.zeros(3, np.float32), out, 1, False, 4096, addr, blas.ilp64)
+    with pytest.raises(ValueError, match="scratch: fewer rows"):
+        ext.conv_backward_input(out, out, wk, [np.empty((12, 1, 4), np.float32)], 1, 4096,
+                                np.empty((2, 2), np.float32), addr, blas.ilp64)
+    with pytest.raises(ValueError, match="null function address"):
+        ext.conv_forward(ph, wk, None, out, 1, False, 4096, 0, blas.ilp64)

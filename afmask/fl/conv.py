@@ -40,15 +40,17 @@ class _Cblas:
 
         self.fns = {}
         lib, suffix = self._find(ctypes)
+        self.ilp64 = suffix.endswith("64_")
         if lib is None:
             return
-        i = ctypes.c_int64 if suffix.endswith("64_") else ctypes.c_int
+        i = ctypes.c_int64 if self.ilp64 else ctypes.c_int
         p = ctypes.c_void_p
         for name, dt, real in (("sgemm", np.float32, ctypes.c_float), ("dgemm", np.float64, ctypes.c_double)):
             f = getattr(lib, name.join(suffix.split("{}")))
             f.restype = None
             f.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, i, i, i, real, p, i, p, i, real, p, i]
             self.fns[np.dtype(dt)] = f
+        self.addresses = {dt: ctypes.cast(f, ctypes.c_void_p).value for dt, f in self.fns.items()}
 
     @staticmethod
     def _find(ctypes):
@@ -91,6 +93,20 @@ def _blas(xp: Any, dtype: Any) -> Optional[_Cblas]:
 
 #: Whether to call numpy's OpenBLAS directly (tests compare both ways).
 USE_CBLAS = True
+#: Whether the tap loops run in afmask._ext (csrc/conv_time.cpp) where it is built: the same GEMMs, without a
+#: ctypes call per tap, and the bias, ReLU and ReLU mask applied block by block (tests compare both ways).
+USE_EXT = True
+
+
+def _ext() -> Any:
+    """afmask._ext if it is built and has the time convolution, else None."""
+    if not USE_EXT:
+        return None
+    try:
+        from afmask import _ext as ext
+    except ImportError:
+        return None
+    return ext if hasattr(ext, "conv_forward") else None
 
 _weights_cache: dict = {}
 
@@ -159,6 +175,11 @@ def forward(xp: Any, x4: Any, wk: Any, bias: Optional[Any], s: int, p: int, keep
     scratch = POOL.take(xp, (min(tb, nx) * N, O), dt)
     flat = [ph.reshape(-1, C) for ph in phases]
     blas = _blas(xp, x4.dtype) if x4.dtype == wk.dtype else None  # mixed types: NumPy's promotion rules
+    ext = _ext() if blas is not None and (bias is None or bias.dtype == wk.dtype) else None
+    if ext is not None:
+        b = None if bias is None else xp.ascontiguousarray(bias)
+        ext.conv_forward(phases, wk, b, out, s, relu, BLOCK_ROWS, blas.addresses[out.dtype], blas.ilp64)
+        return _from_time_major(xp, out), (phases if keep_input else None)
     if blas is not None:
         isz = out.itemsize
         ptrs = [f.ctypes.data for f in flat]
@@ -212,13 +233,18 @@ def backward_input(xp: Any, g4: Any, wk: Any, W: int, s: int, p: int, relu_out: 
     Wp = W + 2 * p
     rows_of = [((k - 1 - ph) // s + nx if ph < k else 0) for ph in range(s)]
     dt = xp.result_type(g4.dtype, wk.dtype)
-    dph = [POOL.take(xp, (r, N, C), dt, zero=True) for r in rows_of]
-    flat = [d.reshape(-1, C) for d in dph]
     tb = max(BLOCK_ROWS // N, 1)
     blas = _blas(xp, g4.dtype) if g4.dtype == wk.dtype else None  # mixed types: NumPy's promotion rules
+    ext = _ext() if blas is not None and (relu_out is None or relu_out.dtype == g4.dtype) else None
+    dph = [POOL.take(xp, (r, N, C), dt, zero=ext is None) for r in rows_of]  # the extension zeroes them itself
+    flat = [d.reshape(-1, C) for d in dph]
     scratch = POOL.take(xp, (min(tb, nx) * N, C), dt) if blas is None else None
     gbuf = POOL.take(xp, (min(tb, nx) * N, O), g4.dtype) if o2 is not None else None
-    for t0 in range(0, nx, tb):
+    if ext is not None:
+        o3 = None if o2 is None else xp.ascontiguousarray(o2).reshape(nx, N, O)
+        ext.conv_backward_input(xp.ascontiguousarray(g2).reshape(nx, N, O), o3, wk, dph, s, BLOCK_ROWS, gbuf,
+                                blas.addresses[g4.dtype], blas.ilp64)
+    for t0 in range(0, nx if ext is None else 0, tb):
         t1 = min(t0 + tb, nx)
         rows = slice(t0 * N, t1 * N)
         gc = _masked(xp, g2[rows], None if o2 is None else o2[rows], None if gbuf is None else gbuf[: (t1 - t0) * N])
