@@ -176,7 +176,7 @@ def test_extension_tap_loops_refuse_bad_arrays():
     with pytest.raises(ValueError, match="bias: unexpected shape"):
         ext.conv_forward(ph, wk, np.zeros(3, np.float32), out, 1, False, 4096, addr, blas.ilp64)
     with pytest.raises(ValueError, match="scratch: fewer rows"):
-        ext.conv_backward_input(out, out, wk, [np.empty((12, 1, 4), np.float32)], 1, 4096,
+        ext.conv_backward_input(out, out, np.ones((3, 2, 4), np.float32), [np.empty((12, 1, 4), np.float32)], 1, 4096,
                                 np.empty((2, 2), np.float32), addr, blas.ilp64)
     with pytest.raises(ValueError, match="null function address"):
         ext.conv_forward(ph, wk, None, out, 1, False, 4096, 0, blas.ilp64)

@@ -131,6 +131,22 @@ def taps(xp: Any, w: Any, w4: Any, cache: bool) -> Any:
     return wk
 
 
+_transposed_cache: dict = {}
+
+
+def transposed_taps(xp: Any, wk: Any) -> Any:
+    """The taps ``wk`` (k, C, cout) as (k, cout, C), contiguous: the backward's GEMMs then transpose no operand,
+    about 3 % faster in OpenBLAS here. Cached for as long as ``wk`` lives (the cached evaluation-mode taps)."""
+    hit = _transposed_cache.get(id(wk))
+    if hit is not None and hit[0] is wk:
+        return hit[1]
+    wkt = xp.ascontiguousarray(wk.transpose(0, 2, 1))
+    if len(_transposed_cache) > 256:
+        _transposed_cache.clear()
+    _transposed_cache[id(wk)] = (wk, wkt)
+    return wkt
+
+
 def _time_major(x4: Any) -> Any:
     """[W, 1, C, N] (any strides) -> a [W, N, C] view."""
     return x4[:, 0].transpose(0, 2, 1)
@@ -190,9 +206,10 @@ def forward(xp: Any, x4: Any, wk: Any, bias: Optional[Any], s: int, p: int, keep
         rows = slice(t0 * N, t1 * N)
         oc = out2[rows]
         if blas is not None:
+            oc[...] = 0 if bias is None else bias  # the block starts as the bias; every tap accumulates
             for j in range(k):
                 src = ptrs[j % s] + (j // s + t0) * N * C * isz
-                blas.gemm(out.dtype, False, False, (t1 - t0) * N, O, C, src, C, wptr[j], O, 0.0 if j == 0 else 1.0,
+                blas.gemm(out.dtype, False, False, (t1 - t0) * N, O, C, src, C, wptr[j], O, 1.0,
                           optr + t0 * N * O * isz, O)
         else:
             tmp = scratch[: (t1 - t0) * N]
@@ -203,8 +220,8 @@ def forward(xp: Any, x4: Any, wk: Any, bias: Optional[Any], s: int, p: int, keep
                 else:
                     xp.matmul(src, wk[j], out=tmp)
                     oc += tmp
-        if bias is not None:
-            oc += bias
+            if bias is not None:
+                oc += bias
         if relu:
             xp.maximum(oc, 0, out=oc)
     return _from_time_major(xp, out), (phases if keep_input else None)
@@ -240,9 +257,10 @@ def backward_input(xp: Any, g4: Any, wk: Any, W: int, s: int, p: int, relu_out: 
     flat = [d.reshape(-1, C) for d in dph]
     scratch = POOL.take(xp, (min(tb, nx) * N, C), dt) if blas is None else None
     gbuf = POOL.take(xp, (min(tb, nx) * N, O), g4.dtype) if o2 is not None else None
+    wkt = transposed_taps(xp, wk) if blas is not None else None
     if ext is not None:
         o3 = None if o2 is None else xp.ascontiguousarray(o2).reshape(nx, N, O)
-        ext.conv_backward_input(xp.ascontiguousarray(g2).reshape(nx, N, O), o3, wk, dph, s, BLOCK_ROWS, gbuf,
+        ext.conv_backward_input(xp.ascontiguousarray(g2).reshape(nx, N, O), o3, wkt, dph, s, BLOCK_ROWS, gbuf,
                                 blas.addresses[g4.dtype], blas.ilp64)
     for t0 in range(0, nx if ext is None else 0, tb):
         t1 = min(t0 + tb, nx)
@@ -253,7 +271,7 @@ def backward_input(xp: Any, g4: Any, wk: Any, W: int, s: int, p: int, relu_out: 
             gptr, isz = gc.ctypes.data, gc.itemsize
             for j in range(k):
                 dst = flat[j % s].ctypes.data + (j // s + t0) * N * C * isz
-                blas.gemm(gc.dtype, False, True, (t1 - t0) * N, C, O, gptr, O, wk[j].ctypes.data, O, 1.0, dst, C)
+                blas.gemm(gc.dtype, False, False, (t1 - t0) * N, C, O, gptr, O, wkt[j].ctypes.data, C, 1.0, dst, C)
             continue
         tmp = scratch[: (t1 - t0) * N]
         for j in range(k):
