@@ -18,6 +18,9 @@ from afmask.backend.base import (
     unwrap_counts,
 )
 
+#: trailing 1s that pad a shape of n dims to four
+_ONES = ((1, 1, 1, 1), (1, 1, 1), (1, 1), (1,), ())
+
 
 class XpBackend(Backend):
     """ArrayFire semantics on a NumPy-compatible array module ``xp``."""
@@ -27,12 +30,17 @@ class XpBackend(Backend):
         self.name = name
 
     # -- helpers --------------------------------------------------------------------------
+    # an array's .shape is already a tuple of ints: these skip dims4's checks, called a hundred times a pass
     def _canon(self, a: Array) -> Array:
-        shape = canonical_shape(a.shape)
+        shape = a.shape
+        if 1 < len(shape) <= 4 and shape[-1] != 1:
+            return a
+        shape = canonical_shape(shape)
         return a if a.shape == shape else a.reshape(shape)
 
     def _4d(self, a: Array) -> Array:
-        return a.reshape(dims4(a.shape))
+        shape = a.shape
+        return a if len(shape) == 4 else a.reshape(shape + _ONES[len(shape)] if len(shape) < 4 else dims4(shape))
 
     # -- conversion and creation -------------------------------------------------------
     def asarray(self, a: Any, dtype: Any = None) -> Array:
@@ -54,7 +62,8 @@ class XpBackend(Backend):
         return isinstance(a, self.xp.ndarray)
 
     def dims(self, a: Array) -> tuple[int, int, int, int]:
-        return dims4(a.shape)
+        shape = a.shape
+        return shape + _ONES[len(shape)] if len(shape) <= 4 else dims4(shape)
 
     def dtype(self, a: Array) -> np.dtype:
         return np.dtype(a.dtype)
