@@ -523,7 +523,7 @@ def format_row(row: Row) -> str:
     a, best, t = row.medians()
     r, lo, hi = row.ratio()
     others = ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in row.torch_ms.items() if k != best)
-    line = f"{row.name}: afmask {a:.1f} ms, PyTorch {best} {t:.1f} ms -> ratio {r:.2f} (quartiles {lo:.2f}-{hi:.2f})"
+    line = f"{row.name}: afmask {a:.1f} ms, PyTorch {best} {t:.1f} ms -> ratio {r:.3f} (quartiles {lo:.3f}-{hi:.3f})"
     if others:
         line += f"; other PyTorch: {others} ms"
     return line + (f" [{row.note}]" if row.note else "")

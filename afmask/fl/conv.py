@@ -281,9 +281,10 @@ def backward_input(xp: Any, g4: Any, wk: Any, W: int, s: int, p: int, relu_out: 
     if s == 1:
         dxp = dph[0]
     else:
-        dxp = POOL.take(xp, (Wp, N, C), dt, zero=True)
-        for ph in range(s):
-            n = min(rows_of[ph], len(range(ph, Wp, s)))
+        counts = [min(rows_of[ph], len(range(ph, Wp, s))) for ph in range(s)]
+        # zeroed only where some padded row gets no phase row (the strided copies below cover the rest)
+        dxp = POOL.take(xp, (Wp, N, C), dt, zero=any(n < len(range(ph, Wp, s)) for ph, n in enumerate(counts)))
+        for ph, n in enumerate(counts):
             dxp[ph : ph + s * (n - 1) + 1 : s] = dph[ph][:n]
     lo, hi = p, min(p + W, dxp.shape[0])
     if hi - lo < W:  # rows past the last window get no gradient
