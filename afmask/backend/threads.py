@@ -136,41 +136,74 @@ def _current_backend() -> str:
 
 #: A measured choice is measured again after this many seconds (load changes both ways).
 RECHECK_SECONDS = 30.0
-#: A multi-threaded choice is measured again at once when one calibration GEMM takes this much longer than
-#: when it was chosen: a core has turned busy, and every GEMM now waits for the thread that shares it.
-PROBE_SLOWDOWN = 1.5
+#: A step this much slower than the chosen count's typical step makes the loop measure again at once: a core has
+#: turned busy, and with more threads every GEMM now waits for the one that shares it.
+SLOWDOWN = 1.5
+#: Steps a loop runs before it first measures: the first ones fill the workspace pools and the noise thread.
+WARMUP_STEPS = 2
+#: The steps a loop times with each count when it measures (one thread, then every usable core), the first of
+#: each block not counted: OpenBLAS's idle workers spin for a while after a multi-threaded GEMM, and a one-thread
+#: step right after two-thread ones measured 1.7x its time (the spinning worker took the noise thread's core).
+STEP_BLOCK = 4
+#: More threads must make the step itself this much faster to be kept.
+STEP_GAIN_NEEDED = 1.1
 _measured_at = 0.0
-_probe: Optional[tuple] = None
 
 
-def _probe_ms() -> float:
-    """The faster of two calibration GEMMs (ms) with the threads in force: about a millisecond."""
-    global _probe
-    if _probe is None:
-        rng = np.random.default_rng(0)
-        _probe = (rng.standard_normal((2112, 128), dtype=np.float32), rng.standard_normal((128, 128), dtype=np.float32),
-                  np.empty((2112, 128), np.float32))
-    a, b, out = _probe
-    best = float("inf")
-    for _ in range(2):
-        t0 = time.perf_counter()
-        np.matmul(a, b, out=out)
-        best = min(best, (time.perf_counter() - t0) * 1e3)
-    return best
+class StepThreads:
+    """The thread count for a loop of like steps (the mask iterations), measured on the steps themselves.
 
+    A GEMM alone is not the work: with relative noise the next step's normal draws (about a third of a step) run
+    in a thread of their own, and two BLAS threads on two cores then made a step 1.2-1.8x slower than one, while
+    with attenuation noise two threads made it 1.5x faster. So after ``WARMUP_STEPS`` steps the loop times
+    ``STEP_BLOCK`` steps with one thread, then as many with every usable core, keeps the faster by the median of
+    each block but its first step (more threads only if ``STEP_GAIN_NEEDED`` times faster), and measures again
+    after ``RECHECK_SECONDS`` or at once when a step takes ``SLOWDOWN`` times its typical time. A count the user (or the backend) set is left alone.
+    NumPy's results do not depend on the count (OpenBLAS splits a GEMM's rows and columns, never its sums)."""
 
-def recheck() -> ThreadChoice:
-    """Measure again when a measured choice is old, or at once when more threads were chosen and a calibration
-    GEMM has slowed down (the other core turned busy: measured 2.9x slower per iteration on 2 cores until the
-    next measurement)."""
-    c = current()
-    if c.measured_ms is None:  # set by the user, the environment or the backend: not ours to change
-        return c
-    if time.monotonic() - _measured_at > RECHECK_SECONDS:
-        return configure()
-    if c.threads > 1 and _probe_ms() > PROBE_SLOWDOWN * c.measured_ms[c.threads]:
-        return configure()
-    return c
+    def __init__(self) -> None:
+        self._plan: list = []
+        self._times: dict = {}
+        self._typical: Optional[float] = None
+        self._decided_at = -float("inf")
+        self._steps = 0
+
+    def before(self) -> None:
+        """Set the threads for the next step."""
+        if current().measured_ms is None or usable_cores() == 1:
+            return
+        stale = self._typical is None or time.monotonic() - self._decided_at > RECHECK_SECONDS
+        if not self._plan and self._steps >= WARMUP_STEPS and stale:
+            cores = usable_cores()
+            self._plan = [1] * STEP_BLOCK + [cores] * STEP_BLOCK
+            self._times = {1: [], cores: []}
+        if self._plan:
+            _apply(self._plan[0])
+
+    def after(self, seconds: float) -> None:
+        """Record how long the step took."""
+        self._steps += 1
+        if self._plan:
+            n = self._plan.pop(0)
+            if len(self._plan) % STEP_BLOCK != STEP_BLOCK - 1:  # not the first step of its block
+                self._times[n].append(seconds)
+            if not self._plan:
+                self._decide()
+        elif self._typical is not None and seconds > SLOWDOWN * self._typical:
+            self._typical = None  # measure again from the next step
+
+    def _decide(self) -> None:
+        global _choice, _measured_at
+        ms = {n: 1e3 * statistics.median(t) for n, t in self._times.items()}
+        cores = max(ms)
+        faster = ms[1] / ms[cores]
+        n = cores if faster >= STEP_GAIN_NEEDED else 1
+        why = f"measured on the run's own iterations: {cores} threads {faster:.2f}x as fast as 1"
+        if n == 1:
+            why += f" (needs {STEP_GAIN_NEEDED}x)"
+        _apply(n)
+        _choice, _measured_at = ThreadChoice(n, why, ms), time.monotonic()
+        self._typical, self._decided_at = ms[n] / 1e3, _measured_at
 
 
 def current() -> ThreadChoice:

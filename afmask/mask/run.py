@@ -142,6 +142,7 @@ class MaskRun:
         self.auto_lambda: dict = {}
         self.seconds = 0.0
         self._ahead: Optional[tuple] = None  # (seed, future) of noise drawn ahead
+        self._threads = threads.StepThreads()
         self._pool = None
         #: where one-line notes go (the time estimate of a long run); the command line prints them to stderr.
         self.notify: Callable[[str], None] = _say
@@ -228,7 +229,7 @@ class MaskRun:
 
     def step(self) -> dict:
         """One iteration: returns its log row."""
-        threads.recheck()  # more than one thread only while it measures faster
+        self._threads.before()  # more than one thread only while the steps measure faster with them
         t0 = time.perf_counter()
         B, cfg = self.B, self.cfg
         theta = self.theta
@@ -253,6 +254,7 @@ class MaskRun:
             row = self._update(theta, m, f, g_data, g_sq, t0)
         finally:
             self._critical = False
+        self._threads.after(row["seconds"])
         if self._signal is not None:
             raise _Stop(self._signal)
         return row
