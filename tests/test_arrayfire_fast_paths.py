@@ -52,3 +52,60 @@ def test_extension_on_arrayfire_buffers_equals_the_arrayfire_expressions(afb, S,
     assert res[0].mgrad_sqnorm == pytest.approx(res[1].mgrad_sqnorm, rel=1e-5)
     # the input m is left alone: the step's result is a new array
     np.testing.assert_array_equal(afb.to_numpy(a["m"]), np.asarray(host["m"], np.float32))
+
+
+def _needs_host_route(afb):
+    from afmask.fl import conv
+
+    if afb.active_backend() != "cpu":
+        pytest.skip("the host route runs on ArrayFire's CPU backend only")
+    if conv._ext() is None or conv._blas(np, np.float32) is None:
+        pytest.skip("the host route needs afmask._ext built and numpy's own OpenBLAS")
+
+
+def test_host_views_are_the_arrays_memory(afb):
+    _needs_host_route(afb)
+    host = np.random.default_rng(0).standard_normal((5, 1, 3, 2)).astype(np.float32)
+    a = afb.asarray(host)
+    _, (v,) = afb.host_views(a)
+    np.testing.assert_array_equal(v, host)
+    out, w = afb.empty_host((4, 1, 3, 2))
+    w[...] = 7.0  # written through the view: ArrayFire reads it
+    np.testing.assert_array_equal(afb.to_numpy(out), np.full((4, 1, 3, 2), 7.0, np.float32))
+
+
+@pytest.mark.parametrize("sx,px,k,n,relu,bias", [(2, 3, 8, 4, True, True), (1, 3, 8, 1, True, True),
+                                                  (1, 2, 5, 3, False, True), (3, 0, 2, 2, True, False)])
+def test_convolution_host_route_equals_the_arrayfire_route(afb, monkeypatch, sx, px, k, n, relu, bias):
+    """On ArrayFire's CPU backend fixed-weight convolutions run afmask.fl.conv's loops on ArrayFire's buffers:
+    the same values and input gradients as ArrayFire's own route, and NumPy's bits."""
+    from afmask import fl
+    from afmask.backend import use_backend
+    from afmask.fl import Variable, afconv
+    from afmask.fl.functions import conv2d_relu
+
+    _needs_host_route(afb)
+    rng = np.random.default_rng(k + n)
+    x = rng.standard_normal((37, 1, 6, n)).astype(np.float32)
+    w = np.asfortranarray(rng.standard_normal((k, 1, 6, 5)).astype(np.float32))
+    b = rng.standard_normal((1, 1, 5)).astype(np.float32) if bias else None
+    op = conv2d_relu if relu else fl.conv2d
+    used = []
+    real = afconv.host_route
+    monkeypatch.setattr(afconv, "host_route", lambda *a: used.append(real(*a)) or used[-1])
+
+    def run(name, host):
+        monkeypatch.setattr(afconv, "HOST_ROUTE", host)
+        with use_backend(name):
+            B = get_backend(name)
+            xv = Variable(B.asarray(x), True)
+            out = op(xv, Variable(B.asarray(w), False), None if b is None else Variable(B.asarray(b), False), sx, 1, px, 0)
+            g = np.random.default_rng(1).standard_normal(B.to_numpy(out.array()).shape).astype(np.float32)
+            out.backward(Variable(B.asarray(g), False))
+            return B.to_numpy(out.array()), B.to_numpy(xv.grad().array())
+
+    host, plain, ref = run("arrayfire", True), run("arrayfire", False), run("numpy", True)
+    assert used and used[0] is True and used[-1] is False
+    for a, p, r in zip(host, plain, ref):
+        np.testing.assert_array_equal(a, r)  # NumPy's arithmetic exactly
+        np.testing.assert_allclose(a, p, rtol=1e-5, atol=1e-5 * np.abs(p).max())

@@ -101,6 +101,15 @@ def test_a_float64_gradient_through_float32_weights_promotes():
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-5)
 
 
+@pytest.fixture()
+def numpy_backend():
+    """The NumPy backend, whatever AFMASK_BACKEND says: these tests are about afmask.fl.conv's own loops."""
+    from afmask.backend import use_backend
+
+    with use_backend("numpy"):
+        yield
+
+
 def _needs_extension_loops():
     if _conv._ext() is None:
         pytest.skip("afmask._ext is not built (python setup.py build_ext --inplace): the tap loops run in Python")
@@ -112,7 +121,8 @@ def _needs_extension_loops():
 @pytest.mark.parametrize("sx,px,k,n,relu,bias,block", [
     (1, 3, 8, 1, True, True, 4096), (2, 3, 8, 1, True, True, 4096), (1, 3, 8, 3, False, True, 5),
     (2, 0, 3, 2, True, False, 7), (3, 2, 5, 1, False, False, 4096), (2, 6, 4, 3, True, True, 3)])
-def test_extension_tap_loops_give_the_python_loops_bits(dtype, sx, px, k, n, relu, bias, block, monkeypatch):
+def test_extension_tap_loops_give_the_python_loops_bits(dtype, sx, px, k, n, relu, bias, block, monkeypatch,
+                                                         numpy_backend):
     """The C++ tap loops make the same GEMM calls in the same order: values and gradients equal to the bit."""
     from afmask.fl.functions import conv2d_relu
 
@@ -139,7 +149,7 @@ def test_extension_tap_loops_give_the_python_loops_bits(dtype, sx, px, k, n, rel
         np.testing.assert_array_equal(a, r)
 
 
-def test_extension_tap_loops_are_used(monkeypatch):
+def test_extension_tap_loops_are_used(monkeypatch, numpy_backend):
     _needs_extension_loops()
     calls = []
     real = _conv._ext()

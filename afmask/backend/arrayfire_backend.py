@@ -385,6 +385,37 @@ class ArrayFireBackend(Backend):
         """ArrayFire's active backend: 'cpu', 'cuda', 'opencl' (or 'oneapi')."""
         return str(self.af.get_active_backend()).lower()
 
+    def host_views(self, *arrays) -> tuple:
+        """(arrays, views): on ArrayFire's CPU backend, each array evaluated (copied if it is a strided view) and a
+        NumPy view of its buffer, 4-D, column-major (ArrayFire's documented interop: its CPU buffers are host
+        memory once its worker thread is waited for). Keep the returned arrays while the views are used."""
+        import ctypes
+
+        if self.active_backend() != "cpu":
+            raise RuntimeError(f"host views need ArrayFire's CPU backend, not {self.active_backend()}")
+        ready = []
+        for a in arrays:
+            self.af.eval(a)
+            r = a if a.is_linear() else a.copy()
+            self.af.eval(r)
+            ready.append(r)
+        self.af.sync()
+        views = []
+        for a in ready:
+            d = cached_dims(a)
+            dt = self.dtype(a)
+            n = d[0] * d[1] * d[2] * d[3]
+            buf = (ctypes.c_byte * (n * dt.itemsize)).from_address(a.raw_ptr() + dt.itemsize * a.offset())
+            views.append(np.frombuffer(buf, dtype=dt).reshape(d, order="F"))
+        return tuple(ready), tuple(views)
+
+    def empty_host(self, dims, dtype=np.float32) -> tuple:
+        """(array, view): a new array with its own buffer, uninitialised, and a NumPy view for the host to write
+        (CPU backend)."""
+        a = self.af.Array(dims=tuple(int(v) for v in dims), dtype=self._afdtype(dtype))
+        arrays, views = self.host_views(a)
+        return arrays[0], views[0]
+
     def device_info(self) -> DeviceInfo:
         info = self.af.device_info()
         return DeviceInfo(

@@ -41,6 +41,45 @@ def supported(backend: Any, wdims: tuple, idims: tuple, sy: int, py: int) -> boo
     return (getattr(backend, "name", None) == "arrayfire" and idims[1] == 1 and wdims[1] == 1 and sy == 1 and py == 0)
 
 
+#: Whether, on ArrayFire's CPU backend, fixed-weight convolutions run afmask.fl.conv's loops on ArrayFire's own
+#: buffers (tests compare both ways). Its arrays are host memory there, and NumPy's route is faster: the join of
+#: the kw windows below copies kw times the input, most of ArrayFire's time per layer.
+HOST_ROUTE = True
+_host_taps_cache: dict = {}
+
+
+def host_route(backend: Any, x: Any, weights: Any, bias: Optional[Any]) -> bool:
+    """Whether this convolution takes the host route: ArrayFire's CPU backend, fixed float weights and bias of the
+    input's type, and afmask.fl.conv's direct BLAS calls available."""
+    from afmask.fl import conv as _conv
+
+    if not HOST_ROUTE or weights.isCalcGrad() or (bias is not None and bias.isCalcGrad()):
+        return False
+    dt = backend.dtype(x)
+    if dt not in (np.float32, np.float64) or backend.dtype(weights.array()) != dt:
+        return False
+    if bias is not None and backend.dtype(bias.array()) != dt:
+        return False
+    if _conv._blas(np, dt) is None or _conv._ext() is None:
+        return False
+    return backend.active_backend() == "cpu"
+
+
+def host_taps(backend: Any, w: Any, bias: Optional[Any]) -> tuple:
+    """Fixed weights [kw, 1, C, cout] (and bias [1, 1, cout]) as host copies: the taps (kw, C, cout) and the bias
+    row (cout,), cached while the arrays live (afmask never changes fixed weights in place)."""
+    key = (id(w), id(bias))
+    hit = _host_taps_cache.get(key)
+    if hit is not None and hit[0] is w and hit[1] is bias:
+        return hit[2]
+    _, views = backend.host_views(w, *(() if bias is None else (bias,)))
+    taps = (np.ascontiguousarray(views[0][:, 0]), None if bias is None else np.array(views[1].reshape(-1)))
+    if len(_host_taps_cache) > 256:
+        _host_taps_cache.clear()
+    _host_taps_cache[key] = (w, bias, taps)  # holding w and bias keeps their ids from being reused
+    return taps
+
+
 def _phase_taps(k: int, s: int) -> list:
     """For each stride phase ph, the taps j = ph, ph + s, ... that read it."""
     return [list(range(ph, k, s)) for ph in range(s)]

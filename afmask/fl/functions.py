@@ -671,6 +671,8 @@ def _conv_time_af(input: Variable, weights: Variable, bias: Variable | None, sx:
     """conv2d of [W, 1, C, N] by [kw, 1, C, cout] on ArrayFire without af.unwrap (afmask.fl.afconv), optionally
     with a ReLU."""
     b = input.backend
+    if _afconv.host_route(b, input.array(), weights, bias):
+        return _conv_time_af_host(input, weights, bias, sx, px, relu)
     af = b.af
     W, _, C, N = input.dims()
     kw = weights.dims(0)
@@ -702,6 +704,31 @@ def _conv_time_af(input: Variable, weights: Variable, bias: Variable | None, sx:
             _add_grad(inputs[1], _afconv.backward_weights(af, ga, phases, kw, sx))
         if len(inputs) > 2 and inputs[2].isCalcGrad():
             _add_grad(inputs[2], b.sum(ga, [0, 1, 3]))
+
+    inputs = (input, weights) if bias is None else (input, weights, bias)
+    return _out(out, input, inputs, grad)
+
+
+def _conv_time_af_host(input: Variable, weights: Variable, bias: Variable | None, sx: int, px: int,
+                       relu: bool) -> Variable:
+    """_conv_time_af on ArrayFire's CPU backend: afmask.fl.conv's loops on ArrayFire's own buffers, with NumPy's
+    arithmetic (fixed weights only, the experiment's case)."""
+    b = input.backend
+    W, _, C, N = input.dims()
+    wk, bias_row = _afconv.host_taps(b, weights.array(), None if bias is None else bias.array())
+    _, (x4,) = b.host_views(input.array())
+    o4, _ = _conv.forward(np, x4, wk, bias_row, sx, px, keep_input=False, relu=relu)
+    out, view = b.empty_host(o4.shape, o4.dtype)
+    view[...] = o4  # time-major pooled memory -> ArrayFire's layout, one copy
+
+    def grad(inputs, g):
+        if not inputs[0].isCalcGrad():
+            return
+        keep, (g4, *o) = b.host_views(g.array(), *((out,) if relu else ()))
+        d4 = _conv.backward_input(np, g4.astype(o4.dtype, copy=False), wk, W, sx, px, o[0] if relu else None)
+        dx, dview = b.empty_host(d4.shape, d4.dtype)
+        dview[...] = d4
+        _add_grad(inputs[0], dx)
 
     inputs = (input, weights) if bias is None else (input, weights, bias)
     return _out(out, input, inputs, grad)

@@ -590,26 +590,13 @@ def _af_backward(xgrad, x, eps, m, coef, lr):
 
 
 def _af_host(af, arrays: dict) -> dict:
-    """NumPy views (float32, column-major, 3-D) of the memory of ArrayFire CPU-backend arrays, by name.
+    """NumPy views (float32, column-major, 3-D) of the memory of ArrayFire CPU-backend arrays, by name, each with
+    the array that owns it (see ArrayFireBackend.host_views)."""
+    from afmask.backend import get_backend
 
-    Each array is evaluated (and copied if it is a strided view), then ArrayFire's worker thread is waited for:
-    after that its buffers are plain host memory, which the extension reads in place (ArrayFire's documented
-    interop, as a C++ program would pass ``a.device<float>()`` to its own kernel)."""
-    import ctypes
-
-    ready = {}
-    for name, a in arrays.items():
-        af.eval(a)
-        ready[name] = a if a.is_linear() else a.copy()
-        af.eval(ready[name])
-    af.sync()
-    views = {}
-    for name, a in ready.items():
-        d = _af_dims4(a)
-        n = d[0] * d[1] * d[2] * d[3]
-        buf = (ctypes.c_float * n).from_address(a.raw_ptr() + 4 * a.offset())
-        views[name] = (np.ctypeslib.as_array(buf).reshape((d[0], d[1], d[2] * d[3]), order="F"), a)
-    return views
+    names = list(arrays)
+    ready, views = get_backend("arrayfire").host_views(*(arrays[n] for n in names))
+    return {n: (v.reshape(v.shape[:2] + (-1,), order="F"), a) for n, a, v in zip(names, ready, views)}
 
 
 def _af_fresh(af, dims) -> Any:
