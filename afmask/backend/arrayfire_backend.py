@@ -385,21 +385,26 @@ class ArrayFireBackend(Backend):
         """ArrayFire's active backend: 'cpu', 'cuda', 'opencl' (or 'oneapi')."""
         return str(self.af.get_active_backend()).lower()
 
-    def host_views(self, *arrays) -> tuple:
+    def host_views(self, *arrays, fresh: bool = False) -> tuple:
         """(arrays, views): on ArrayFire's CPU backend, each array evaluated (copied if it is a strided view) and a
         NumPy view of its buffer, 4-D, column-major (ArrayFire's documented interop: its CPU buffers are host
-        memory once its worker thread is waited for). Keep the returned arrays while the views are used."""
+        memory once its worker thread is waited for). Keep the returned arrays while the views are used.
+        ``fresh``: the arrays were just allocated and nothing is queued on them, so there is nothing to wait for."""
         import ctypes
 
         if self.active_backend() != "cpu":
             raise RuntimeError(f"host views need ArrayFire's CPU backend, not {self.active_backend()}")
         ready = []
         for a in arrays:
+            if fresh:
+                ready.append(a)
+                continue
             self.af.eval(a)
             r = a if a.is_linear() else a.copy()
             self.af.eval(r)
             ready.append(r)
-        self.af.sync()
+        if not fresh:
+            self.af.sync()
         views = []
         for a in ready:
             d = cached_dims(a)
@@ -413,7 +418,7 @@ class ArrayFireBackend(Backend):
         """(array, view): a new array with its own buffer, uninitialised, and a NumPy view for the host to write
         (CPU backend)."""
         a = self.af.Array(dims=tuple(int(v) for v in dims), dtype=self._afdtype(dtype))
-        arrays, views = self.host_views(a)
+        arrays, views = self.host_views(a, fresh=True)
         return arrays[0], views[0]
 
     def device_info(self) -> DeviceInfo:
