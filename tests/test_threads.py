@@ -8,10 +8,11 @@ from afmask.backend import threads
 
 @pytest.fixture()
 def restore():
-    saved, apply = (threads._choice, threads._measured_at), threads._apply  # the real one: tests replace it
+    saved = (threads._choice, threads._measured_at, threads._in_force, threads._pinned)
+    apply = threads._apply  # the real one: tests replace it
     yield
-    threads._choice, threads._measured_at = saved
-    apply(saved[0].threads if saved[0] is not None else 1)
+    threads._choice, threads._measured_at, threads._in_force, threads._pinned = saved
+    apply(saved[0].threads if saved[0] is not None else 1, saved[3])
 
 
 def _measured(monkeypatch, ms):
@@ -21,21 +22,31 @@ def _measured(monkeypatch, ms):
     monkeypatch.setattr(threads, "measure", lambda cores: dict(ms))
 
 
-def _loop(monkeypatch, step_seconds):
-    """A StepThreads over steps whose time depends on the thread count in force: the counts each step ran with."""
+def _recorded(monkeypatch) -> list:
+    """threadpoolctl left alone: the counts afmask applies, in order (the one in force is the last)."""
     applied = []
-    monkeypatch.setattr(threads, "_apply", lambda n: applied.append(n))
-    tuner, ran = threads.StepThreads(), []
-    for i in range(len(step_seconds)):
+
+    def apply(n, pin_others=False):
+        applied.append(n)
+        threads._in_force, threads._pinned = n, pin_others
+
+    monkeypatch.setattr(threads, "_apply", apply)
+    return applied
+
+
+def _loop(tuner, step_seconds):
+    """Run ``tuner`` over steps whose time depends on the count in force; the counts the steps ran with."""
+    ran = []
+    for seconds in step_seconds:
         tuner.before()
-        n = applied[-1] if applied else threads.current().threads
-        ran.append(n)
-        tuner.after(step_seconds[i](n))
+        ran.append(threads._in_force)
+        tuner.after(seconds(threads._in_force))
     return ran
 
 
 def test_a_loop_keeps_the_thread_count_its_own_steps_measure_faster(monkeypatch, restore):
     _measured(monkeypatch, {1: 1.0, 2: 0.5})
+    _recorded(monkeypatch)
     assert threads.configure().threads == 2  # the GEMM says two
     # but the steps (a noise thread beside the GEMMs) are faster on one. The first two one-thread steps are slow
     # (workers still spinning): counted, they would make the median of four 0.3 and two threads win; the first
@@ -43,9 +54,9 @@ def test_a_loop_keeps_the_thread_count_its_own_steps_measure_faster(monkeypatch,
     spin = iter([True, True])
     times = [lambda n: 1.0] * threads.WARMUP_STEPS + [lambda n: 0.10 if n == 1 and not next(spin, False) else
                                                      (0.13 if n == 2 else 0.5)] * 12
-    ran = _loop(monkeypatch, times)
-    b = threads.STEP_BLOCK
-    w = threads.WARMUP_STEPS
+    ran = _loop(threads.StepThreads(), times)
+    b, w = threads.STEP_BLOCK, threads.WARMUP_STEPS
+    assert ran[:w] == [2] * w
     assert ran[w : w + 2 * b] == [1] * b + [2] * b
     assert ran[w + 2 * b :] == [1] * (len(ran) - w - 2 * b)
     c = threads.current()
@@ -54,51 +65,72 @@ def test_a_loop_keeps_the_thread_count_its_own_steps_measure_faster(monkeypatch,
 
 def test_a_loop_takes_more_threads_when_its_steps_are_clearly_faster(monkeypatch, restore):
     _measured(monkeypatch, {1: 1.0, 2: 1.6})
+    _recorded(monkeypatch)
     assert threads.configure().threads == 1
-    ran = _loop(monkeypatch, [lambda n: 0.1 / n] * 14)
+    ran = _loop(threads.StepThreads(), [lambda n: 0.1 / n] * 14)
     assert ran[-3:] == [2, 2, 2] and threads.current().threads == 2
     # a gain under STEP_GAIN_NEEDED keeps one thread
-    _measured(monkeypatch, {1: 1.0, 2: 1.6})
     threads.configure()
-    ran = _loop(monkeypatch, [lambda n: 0.1 if n == 1 else 0.1 / (threads.STEP_GAIN_NEEDED * 0.95)] * 14)
+    ran = _loop(threads.StepThreads(), [lambda n: 0.1 if n == 1 else 0.1 / (threads.STEP_GAIN_NEEDED * 0.95)] * 14)
     assert ran[-3:] == [1, 1, 1]
 
 
 def test_a_slowed_step_makes_the_loop_measure_again(monkeypatch, restore):
     _measured(monkeypatch, {1: 1.0, 2: 0.5})
+    _recorded(monkeypatch)
     threads.configure()
     busy = {"on": False}
     # two threads win while the machine is idle; then the other core turns busy and two threads take 3x as long
-    step = lambda n: (0.3 if busy["on"] else 0.05) if n == 2 else 0.1  # noqa: E731
-    applied = []
-    monkeypatch.setattr(threads, "_apply", lambda n: applied.append(n))
-    tuner = threads.StepThreads()
+
+    def step(n):
+        return (0.3 if busy["on"] else 0.05) if n == 2 else 0.1
+
+    tuner, ran = threads.StepThreads(), []
     for i in range(30):
-        if i == 15:
-            busy["on"] = True
-        tuner.before()
-        n = applied[-1] if applied else 2
-        tuner.after(step(n))
-    assert threads.current().threads == 1 and applied[-1] == 1
-    assert applied.count(2) > threads.STEP_BLOCK  # two threads were chosen before the load came
+        busy["on"] = i >= 15
+        ran += _loop(tuner, [step])
+    assert ran[14] == 2 and ran[-1] == 1 and threads.current().threads == 1
 
 
 def test_a_measured_choice_is_measured_again_when_old(monkeypatch, restore):
     _measured(monkeypatch, {1: 1.0, 2: 0.5})
+    _recorded(monkeypatch)
     threads.configure()
-    applied = []
-    monkeypatch.setattr(threads, "_apply", lambda n: applied.append(n))
     tuner = threads.StepThreads()
-    for _ in range(threads.WARMUP_STEPS + 2 * threads.STEP_BLOCK):
-        tuner.before()
-        tuner.after(0.1)
-    first = len(applied)
-    tuner.before()
-    tuner.after(0.1)
-    assert len(applied) == first  # fresh: no new measurement
+    _loop(tuner, [lambda n: 0.1 / n] * (threads.WARMUP_STEPS + 2 * threads.STEP_BLOCK + 1))
+    assert _loop(tuner, [lambda n: 0.1 / n]) == [2]  # fresh: no new measurement
     monkeypatch.setattr(tuner, "_decided_at", tuner._decided_at - threads.RECHECK_SECONDS - 1)
-    tuner.before()
-    assert applied[-1] == 1 and len(applied) == first + 1  # measuring again, one thread first
+    assert _loop(tuner, [lambda n: 0.1 / n]) == [1]  # measuring again, one thread first
+
+
+def test_loops_on_two_backends_take_turns_each_with_its_own_count(monkeypatch, restore):
+    """As in ``afmask bench backends``: a NumPy loop that measures two threads faster and an ArrayFire loop that
+    measures one faster alternate in one process; the ArrayFire loop's steps run with ArrayFire's own BLAS held
+    at one thread (its results change with the count), the NumPy loop's without."""
+    _measured(monkeypatch, {1: 1.0, 2: 0.5})
+    _recorded(monkeypatch)
+    threads.configure()
+    on_numpy, on_af = threads.StepThreads("numpy"), threads.StepThreads("arrayfire")
+    ran = {"numpy": [], "arrayfire": []}
+    pinned = {"numpy": set(), "arrayfire": set()}
+    for _ in range(16):
+        ran["numpy"] += _loop(on_numpy, [lambda n: 0.1 / n])
+        pinned["numpy"].add(threads._pinned)
+        ran["arrayfire"] += _loop(on_af, [lambda n: 0.1 * n])
+        pinned["arrayfire"].add(threads._pinned)
+    assert ran["numpy"][-4:] == [2, 2, 2, 2] and ran["arrayfire"][-4:] == [1, 1, 1, 1]
+    assert pinned == {"numpy": {False}, "arrayfire": {True}}
+
+
+def test_pinning_holds_only_the_other_blas_at_one_thread(restore):
+    from threadpoolctl import threadpool_info
+
+    threads._apply(2, pin_others=True)
+    ours = threads._numpy_blas_prefixes()
+    assert ours, "NumPy's own BLAS was not found"
+    for info in threadpool_info():
+        if info["user_api"] == "blas":
+            assert info["num_threads"] == (2 if info["prefix"] in ours else 1), info["filepath"]
 
 
 def test_a_choice_the_user_made_is_never_measured(monkeypatch, restore):
@@ -106,9 +138,6 @@ def test_a_choice_the_user_made_is_never_measured(monkeypatch, restore):
     c = threads.configure()
     assert c.threads == 1 and c.measured_ms is None
     monkeypatch.setattr(threads, "measure", lambda cores: pytest.fail("measured a thread count the user set"))
-    monkeypatch.setattr(threads, "_apply", lambda n: pytest.fail("changed a thread count the user set"))
-    tuner = threads.StepThreads()
-    for _ in range(20):
-        tuner.before()
-        tuner.after(0.1)
-    assert threads.current() is c
+    applied = _recorded(monkeypatch)
+    _loop(threads.StepThreads(), [lambda n: 0.1 / n] * 20)
+    assert set(applied) <= {1} and threads.current() is c

@@ -30,7 +30,8 @@ class ThreadChoice:
 
     threads: int
     reason: str
-    measured_ms: Optional[dict] = None  # threads -> median ms of the calibration GEMM
+    measured_ms: Optional[dict] = None  # threads -> median ms of what was measured (a GEMM, or a loop's steps)
+    by_user: bool = False  # --threads or AFMASK_THREADS: afmask never changes it
 
 
 _choice: Optional[ThreadChoice] = None
@@ -54,16 +55,43 @@ def parse_threads(text: str, source: str) -> int:
     return usable_cores() if n == 0 else n
 
 
-def _apply(n: int) -> None:
-    global _limiter
-    from threadpoolctl import threadpool_limits
+#: The count last applied (None before the first), and whether other BLAS libraries than NumPy's and SciPy's
+#: were held at one thread then: a loop applies its own count only when another is in force.
+_in_force: Optional[int] = None
+_pinned = False
+
+
+def _use(n: int, pin_others: bool = False) -> None:
+    if n != _in_force or pin_others != _pinned:
+        _apply(n, pin_others)
+
+
+def _numpy_blas_prefixes() -> set:
+    """threadpoolctl prefixes of the BLAS libraries NumPy and SciPy loaded (their own OpenBLAS builds)."""
+    from threadpoolctl import threadpool_info
+
+    return {i["prefix"] for i in threadpool_info() if i.get("user_api") == "blas"
+            and any(part in i.get("filepath", "") for part in ("numpy", "scipy"))}
+
+
+def _apply(n: int, pin_others: bool = False) -> None:
+    """n threads for every BLAS and OpenMP library loaded; with ``pin_others``, one for a BLAS that is neither
+    NumPy's nor SciPy's (ArrayFire's: its results change with the count, NumPy's do not)."""
+    global _limiter, _in_force, _pinned
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     if _limiter is not None:
         _limiter.restore_original_limits()
     # BLAS and OpenMP libraries loaded so far (numpy's and scipy's OpenBLAS, the extension's libgomp)
     import scipy.linalg  # noqa: F401 - loads scipy's own OpenBLAS so that the limit reaches it too
 
-    _limiter = threadpool_limits(limits=n)
+    limits: object = n
+    if pin_others:
+        ours = _numpy_blas_prefixes()
+        limits = {i["prefix"]: (n if i["prefix"] in ours else 1) for i in threadpool_info() if i.get("user_api") == "blas"}
+        limits["openmp"] = n
+    _limiter = threadpool_limits(limits=limits)
+    _in_force, _pinned = n, pin_others
     os.environ.setdefault("OMP_NUM_THREADS", str(n))  # OpenMP runtimes loaded later (the extension's) start with it
 
 
@@ -103,9 +131,9 @@ def configure(threads: Optional[int] = None, backend: Optional[str] = None) -> T
         n = usable_cores() if int(threads) == 0 else int(threads)
         if n < 1:
             raise ValueError(f"--threads must be >= 0 (0: every usable core), got {threads}")
-        choice = ThreadChoice(n, "set by --threads")
+        choice = ThreadChoice(n, "set by --threads", by_user=True)
     elif env is not None and env.strip():
-        choice = ThreadChoice(parse_threads(env, THREADS_ENV), f"set by {THREADS_ENV}={env.strip()}")
+        choice = ThreadChoice(parse_threads(env, THREADS_ENV), f"set by {THREADS_ENV}={env.strip()}", by_user=True)
     elif cores == 1:
         choice = ThreadChoice(1, "one usable core")
     elif (backend or _current_backend()) == "arrayfire":
@@ -154,34 +182,57 @@ class StepThreads:
     """The thread count for a loop of like steps (the mask iterations), measured on the steps themselves.
 
     A GEMM alone is not the work: with relative noise the next step's normal draws (about a third of a step) run
-    in a thread of their own, and two BLAS threads on two cores then made a step 1.2-1.8x slower than one, while
-    with attenuation noise two threads made it 1.5x faster. So after ``WARMUP_STEPS`` steps the loop times
-    ``STEP_BLOCK`` steps with one thread, then as many with every usable core, keeps the faster by the median of
-    each block but its first step (more threads only if ``STEP_GAIN_NEEDED`` times faster), and measures again
-    after ``RECHECK_SECONDS`` or at once when a step takes ``SLOWDOWN`` times its typical time. A count the user (or the backend) set is left alone.
-    NumPy's results do not depend on the count (OpenBLAS splits a GEMM's rows and columns, never its sums)."""
+    in a thread of their own, and two BLAS threads on two cores then made a step 1.2-1.8x slower than one in some
+    runs, while with attenuation noise two threads made it 1.3-1.5x faster. So after ``WARMUP_STEPS`` steps the
+    loop times ``STEP_BLOCK`` steps with one thread, then as many with every usable core, keeps the faster by the
+    median of each block but its first step (more threads only if ``STEP_GAIN_NEEDED`` times faster), and
+    measures again after ``RECHECK_SECONDS`` or at once when a step takes ``SLOWDOWN`` times its typical time.
+    NumPy's results do not depend on the count (OpenBLAS splits a GEMM's rows and columns, never its sums).
 
-    def __init__(self) -> None:
+    A count the user set is kept. On ArrayFire the loop measures the count of NumPy's BLAS (which ArrayFire's
+    CPU-backend convolutions use) and keeps ArrayFire's own BLAS on one thread: ArrayFire's results change with
+    its count. Each loop applies its own count before each of its steps, so loops on two backends can take turns
+    in one process (``afmask bench backends``)."""
+
+    def __init__(self, backend: str = "numpy") -> None:
+        self.backend = backend
+        # on ArrayFire the count is NumPy's BLAS's (its CPU-backend convolutions run there), ArrayFire's stays one
+        self._pin = not current().by_user and backend == "arrayfire"
+        self._n: Optional[int] = None  # the count this loop measured best
         self._plan: list = []
         self._times: dict = {}
         self._typical: Optional[float] = None
         self._decided_at = -float("inf")
         self._steps = 0
 
+    def _fixed(self) -> Optional[int]:
+        """The count this loop must run with, or None if it measures its own."""
+        c = current()
+        if c.by_user:
+            return c.threads
+        return 1 if usable_cores() == 1 else None
+
+    def count(self) -> int:
+        """The count this loop runs its steps with (outside a measurement)."""
+        fixed = self._fixed()
+        if fixed is not None:
+            return fixed
+        return self._n if self._n is not None else current().threads
+
     def before(self) -> None:
         """Set the threads for the next step."""
-        if current().measured_ms is None or usable_cores() == 1:
-            return
-        stale = self._typical is None or time.monotonic() - self._decided_at > RECHECK_SECONDS
-        if not self._plan and self._steps >= WARMUP_STEPS and stale:
-            cores = usable_cores()
-            self._plan = [1] * STEP_BLOCK + [cores] * STEP_BLOCK
-            self._times = {1: [], cores: []}
-        if self._plan:
-            _apply(self._plan[0])
+        if self._fixed() is None:
+            stale = self._typical is None or time.monotonic() - self._decided_at > RECHECK_SECONDS
+            if not self._plan and self._steps >= WARMUP_STEPS and stale:
+                cores = usable_cores()
+                self._plan = [1] * STEP_BLOCK + [cores] * STEP_BLOCK
+                self._times = {1: [], cores: []}
+        _use(self._plan[0] if self._plan else self.count(), self._pin)
 
     def after(self, seconds: float) -> None:
         """Record how long the step took."""
+        if self._fixed() is not None:
+            return
         self._steps += 1
         if self._plan:
             n = self._plan.pop(0)
@@ -201,9 +252,11 @@ class StepThreads:
         why = f"measured on the run's own iterations: {cores} threads {faster:.2f}x as fast as 1"
         if n == 1:
             why += f" (needs {STEP_GAIN_NEEDED}x)"
-        _apply(n)
+        _use(n, self._pin)
+        if self._pin:
+            why += "; ArrayFire's own BLAS on one thread"
         _choice, _measured_at = ThreadChoice(n, why, ms), time.monotonic()
-        self._typical, self._decided_at = ms[n] / 1e3, _measured_at
+        self._n, self._typical, self._decided_at = n, ms[n] / 1e3, _measured_at
 
 
 def current() -> ThreadChoice:

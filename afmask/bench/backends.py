@@ -2,7 +2,8 @@
 
 For each backend (numpy, arrayfire, cupy) that loads here: the demo model on the
 bundled utterance (or its first ``--frames`` frames), default settings, lambda
-fixed (no start-up cost), one warm-up step; then the backends take turns, one
+fixed (no start-up cost), warm-up steps (those that choose the loop's threads among
+them); then the backends take turns, one
 iteration each, ``--repeats`` rounds, so that the load of a shared machine falls
 on all of them alike. Reported: the median seconds per iteration and its ratio
 to NumPy's, and the cost of the noise: the host draw (numpy.random.Generator,
@@ -47,6 +48,7 @@ def _timed(fn, sync) -> float:
 
 def run(frames: int | None = None, repeats: int = 10, samples: int = 4) -> dict:
     """Seconds per default iteration per backend (interleaved rounds) and the noise's costs; unloadable backends with why."""
+    from afmask.backend import threads
     from afmask.mask import MaskObjective, MaskRun
     from afmask.mask.noise import host_standard_normal, standard_normal
     from afmask.model import demo_model
@@ -66,7 +68,10 @@ def run(frames: int | None = None, repeats: int = 10, samples: int = 4) -> dict:
                                 clean_input=clean_input, backend=B, kernel_path=cfg.kernel_path)
             r = MaskRun(obj, cfg)
             r.lam = 1.0
-            r.step()  # warm-up: kernel compilation, caches, first-touch pages
+            # warm-up: kernel compilation, caches, first-touch pages, and the steps a loop times to choose its
+            # threads (afmask.backend.threads.StepThreads), so that every timed step runs on the chosen count
+            for _ in range(threads.WARMUP_STEPS + 2 * threads.STEP_BLOCK):
+                r.step()
             B.sync()
         runs[name] = r
     times: dict[str, list[float]] = {n: [] for n in runs}
@@ -90,7 +95,7 @@ def run(frames: int | None = None, repeats: int = 10, samples: int = 4) -> dict:
         spread = (max(times[name]) - min(times[name])) / med if med > 0 else float("nan")
         rows.append({
             "backend": name, "device": runs[name].B.device_info().device, "kernel_path": runs[name].obj.kernel_path,
-            "seconds": med, "spread": spread, "noise_host_s": n["host"],
+            "seconds": med, "spread": spread, "threads": runs[name].thread_count(), "noise_host_s": n["host"],
             "noise_copy_s": max(n["host_copy"] - n["host"], 0.0), "noise_device_s": n["device"],
         })
     base = next((r["seconds"] for r in rows if r["backend"] == "numpy"), None)
@@ -108,12 +113,12 @@ def format_report(result: dict) -> str:
     lines = [
         f"default explain iteration (demo model, K = {result['K']}, T = {result['T']}, {result['samples']} noise samples), "
         f"median of {result['repeats']} interleaved rounds",
-        f"{'backend':10} {'ms/iter':>9} {'vs numpy':>9} {'spread':>7} {'noise: host draw':>17} {'copy to device':>15} "
+        f"{'backend':10} {'ms/iter':>9} {'vs numpy':>9} {'spread':>7} {'threads':>7} {'noise: host draw':>17} {'copy to device':>15} "
         f"{'device draw':>12}  path / device",
     ]
     for r in result["rows"]:
         lines.append(
-            f"{r['backend']:10} {r['seconds'] * 1e3:9.1f} {r['vs_numpy']:8.2f}x {r['spread']:6.0%} "
+            f"{r['backend']:10} {r['seconds'] * 1e3:9.1f} {r['vs_numpy']:8.2f}x {r['spread']:6.0%} {r['threads']:7d} "
             f"{r['noise_host_s'] * 1e3:14.2f} ms {r['noise_copy_s'] * 1e3:12.2f} ms {r['noise_device_s'] * 1e3:9.2f} ms"
             f"  {r['kernel_path']} / {r['device']}"
         )

@@ -142,7 +142,7 @@ class MaskRun:
         self.auto_lambda: dict = {}
         self.seconds = 0.0
         self._ahead: Optional[tuple] = None  # (seed, future) of noise drawn ahead
-        self._threads = threads.StepThreads()
+        self._threads = threads.StepThreads(self.B.name)
         self._pool = None
         #: where one-line notes go (the time estimate of a long run); the command line prints them to stderr.
         self.notify: Callable[[str], None] = _say
@@ -226,6 +226,10 @@ class MaskRun:
         lam = self.cfg.lambda_scale * float(np.mean(norms)) / reg_norm
         self.auto_lambda = {"grad_f_norms": norms, "grad_reg_norm_at_lambda_1": reg_norm, "lambda": lam}
         return lam
+
+    def thread_count(self) -> int:
+        """The BLAS/OpenMP threads this run's iterations use (afmask.backend.threads.StepThreads)."""
+        return self._threads.count()
 
     def step(self) -> dict:
         """One iteration: returns its log row."""
