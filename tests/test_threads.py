@@ -141,3 +141,15 @@ def test_a_choice_the_user_made_is_never_measured(monkeypatch, restore):
     applied = _recorded(monkeypatch)
     _loop(threads.StepThreads(), [lambda n: 0.1 / n] * 20)
     assert set(applied) <= {1} and threads.current() is c
+
+
+def test_more_threads_that_are_much_slower_end_their_block_early(monkeypatch, restore):
+    """With the other core busy two threads may take 3x as long: one such step (after the block's first, not
+    counted) ends the measurement instead of the whole block."""
+    _measured(monkeypatch, {1: 1.0, 2: 0.5})
+    _recorded(monkeypatch)
+    threads.configure()
+    ran = _loop(threads.StepThreads(), [lambda n: 0.1 if n == 1 else 0.3] * 16)
+    w, b = threads.WARMUP_STEPS, threads.STEP_BLOCK
+    assert ran[w : w + b] == [1] * b and ran[w + b : w + b + 2] == [2, 2]
+    assert ran[w + b + 2 :] == [1] * (len(ran) - w - b - 2) and threads.current().threads == 1

@@ -185,8 +185,9 @@ class StepThreads:
     in a thread of their own, and two BLAS threads on two cores then made a step 1.2-1.8x slower than one in some
     runs, while with attenuation noise two threads made it 1.3-1.5x faster. So after ``WARMUP_STEPS`` steps the
     loop times ``STEP_BLOCK`` steps with one thread, then as many with every usable core, keeps the faster by the
-    median of each block but its first step (more threads only if ``STEP_GAIN_NEEDED`` times faster), and
-    measures again after ``RECHECK_SECONDS`` or at once when a step takes ``SLOWDOWN`` times its typical time.
+    median of each block but its first step (more threads only if ``STEP_GAIN_NEEDED`` times faster; the block
+    of more threads ends early once one of its steps takes ``SLOWDOWN`` times one thread's), and measures again
+    after ``RECHECK_SECONDS`` or at once when a step takes ``SLOWDOWN`` times its typical time.
     NumPy's results do not depend on the count (OpenBLAS splits a GEMM's rows and columns, never its sums).
 
     A count the user set is kept. On ArrayFire the loop measures the count of NumPy's BLAS (which ArrayFire's
@@ -238,6 +239,9 @@ class StepThreads:
             n = self._plan.pop(0)
             if len(self._plan) % STEP_BLOCK != STEP_BLOCK - 1:  # not the first step of its block
                 self._times[n].append(seconds)
+            # more threads already this much slower than one (a busy core): no need to suffer the whole block
+            if n > 1 and self._times[n] and self._times[n][-1] > SLOWDOWN * statistics.median(self._times[1]):
+                self._plan = []
             if not self._plan:
                 self._decide()
         elif self._typical is not None and seconds > SLOWDOWN * self._typical:
