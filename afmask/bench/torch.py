@@ -370,6 +370,7 @@ def iteration_rows(st: Settings, log: Callable[[str], None]) -> tuple[list, dict
             it_ms.append(_ms(run.step))
             fb_ms.append(_ms(fwd))
         extra["per_sample"][T] = (statistics.median(it_ms), statistics.median(fb_ms), cfg.samples)
+        extra.setdefault("threads", {})[T] = run.thread_count()  # the iteration's own choice; fwd+bwd ran with it
         extra["agreement"][T] = iteration_agreement(net, tnet, fft, cfg)
         rows.append(row)
         log(format_row(row))
@@ -548,7 +549,8 @@ def run(st: Settings, log: Callable[[str], None] = print) -> dict:
     rows, extra = iteration_rows(st, log)
     out["iteration"] = rows
     for T, (it, fb, S) in extra["per_sample"].items():
-        log(f"iteration / (S x fwd+bwd) at T = {T}: {it:.1f} / ({S} x {fb:.1f}) = {it / (S * fb):.2f}")
+        log(f"iteration / (S x fwd+bwd) at T = {T} ({extra['threads'][T]} thread(s), the iteration's choice): "
+            f"{it:.1f} / ({S} x {fb:.1f}) = {it / (S * fb):.2f}")
         log(f"f of afmask and PyTorch on the same m and noise, T = {T}: relative difference {extra['agreement'][T]:.1e}")
     out["extra"] = extra
     pf = per_frame(st, log)
