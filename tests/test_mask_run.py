@@ -157,10 +157,23 @@ def test_m_stays_below_its_bound(backend, parametrization):
 
 
 @pytest.mark.parametrize("noise", ["absolute", "attenuate"])
-def test_noise_drawn_ahead_equals_noise_drawn_in_place(backend, noise):
+def test_noise_drawn_ahead_equals_noise_drawn_in_place(backend, noise, monkeypatch):
     """The background draw (on the host, on every backend) gives the very numbers of the same seed drawn in place."""
+    from afmask.backend import threads
+
+    monkeypatch.setattr(threads, "spare_core", lambda: True)  # it draws ahead only where BLAS leaves a core free
     obj = objective(backend, noise=noise)
     r = MaskRun(obj, MaskConfig.preset("default", samples=2, noise=noise, iterations=3))
     r.prefetch_noise(11)
+    assert r._ahead is not None and r._ahead[0] == 11
     ahead = backend.to_numpy(r._noise(11))
     np.testing.assert_array_equal(ahead, backend.to_numpy(obj.draw_noise(11, 2)))
+
+
+def test_noise_is_drawn_in_place_when_blas_takes_every_core(monkeypatch):
+    from afmask.backend import get_backend, threads
+
+    monkeypatch.setattr(threads, "spare_core", lambda: False)
+    r = MaskRun(objective(get_backend("numpy")), MaskConfig.preset("default", samples=2, iterations=3))
+    r.prefetch_noise(11)
+    assert r._ahead is None and r._pool is None

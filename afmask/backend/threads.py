@@ -263,6 +263,11 @@ class StepThreads:
         self._n, self._typical, self._decided_at = n, ms[n] / 1e3, _measured_at
 
 
+def spare_core() -> bool:
+    """Whether the threads in force leave a usable core free (for work in a thread of afmask's own)."""
+    return (_in_force or current().threads) < usable_cores()
+
+
 def current() -> ThreadChoice:
     """The choice in force; configures (measuring if need be) on first use."""
     return _choice if _choice is not None else configure()
