@@ -153,3 +153,14 @@ def test_more_threads_that_are_much_slower_end_their_block_early(monkeypatch, re
     w, b = threads.WARMUP_STEPS, threads.STEP_BLOCK
     assert ran[w : w + b] == [1] * b and ran[w + b : w + b + 2] == [2, 2]
     assert ran[w + b + 2 :] == [1] * (len(ran) - w - b - 2) and threads.current().threads == 1
+
+
+def test_a_slow_step_on_one_thread_does_not_start_a_measurement(monkeypatch, restore):
+    _measured(monkeypatch, {1: 1.0, 2: 1.6})
+    _recorded(monkeypatch)
+    threads.configure()
+    tuner = threads.StepThreads()
+    _loop(tuner, [lambda n: 0.1 if n == 1 else 0.2] * (threads.WARMUP_STEPS + 2 * threads.STEP_BLOCK + 1))
+    assert threads.current().threads == 1
+    # the other core turns busy and one-thread steps slow down too: more threads would not help
+    assert _loop(tuner, [lambda n: 0.3 if n == 1 else 0.9] * 6) == [1] * 6

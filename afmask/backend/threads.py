@@ -187,7 +187,7 @@ class StepThreads:
     loop times ``STEP_BLOCK`` steps with one thread, then as many with every usable core, keeps the faster by the
     median of each block but its first step (more threads only if ``STEP_GAIN_NEEDED`` times faster; the block
     of more threads ends early once one of its steps takes ``SLOWDOWN`` times one thread's), and measures again
-    after ``RECHECK_SECONDS`` or at once when a step takes ``SLOWDOWN`` times its typical time.
+    after ``RECHECK_SECONDS``, or at once when a step on more threads takes ``SLOWDOWN`` times its typical time.
     NumPy's results do not depend on the count (OpenBLAS splits a GEMM's rows and columns, never its sums).
 
     A count the user set is kept. On ArrayFire the loop measures the count of NumPy's BLAS (which ArrayFire's
@@ -244,8 +244,11 @@ class StepThreads:
                 self._plan = []
             if not self._plan:
                 self._decide()
-        elif self._typical is not None and seconds > SLOWDOWN * self._typical:
-            self._typical = None  # measure again from the next step
+        elif self._typical is not None and self.count() > 1 and seconds > SLOWDOWN * self._typical:
+            # measure again from the next step: a core may have turned busy under more threads. On one thread a
+            # slow step has no cure in more of them (a busy core would slow them more): the 30 s recheck finds
+            # a core that has turned free
+            self._typical = None
 
     def _decide(self) -> None:
         global _choice, _measured_at
