@@ -38,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
     tc = threads.current()
     measured = "" if not tc.measured_ms else " (" + ", ".join(f"{n} thread(s) {ms:.2f} ms" for n, ms in tc.measured_ms.items()) + ")"
     print(f"threads: {tc.threads} for BLAS and OpenMP, {threads.usable_cores()} usable core(s); {tc.reason}{measured}; "
-          f"--threads N or {threads.THREADS_ENV} sets them")
+          f"--threads N or {threads.THREADS_ENV} sets them"
+          + ("" if tc.by_user else "; a mask run then measures its own iterations with 1 and every core and keeps "
+             "the faster"))
     if threads.coretype_note:
         print(f"blas core type: {threads.coretype_note}")
     print("fused mask-step paths:")
