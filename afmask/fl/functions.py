@@ -716,16 +716,19 @@ def _conv_time_af_host(input: Variable, weights: Variable, bias: Variable | None
     b = input.backend
     W, _, C, N = input.dims()
     wk, bias_row = _afconv.host_taps(b, weights.array(), None if bias is None else bias.array())
-    _, (x4,) = b.host_views(input.array())
+    keep, (x4,) = b.host_views(input.array())  # keep: the arrays whose memory the view reads
     o4, _ = _conv.forward(np, x4, wk, bias_row, sx, px, keep_input=False, relu=relu)
-    out, view = b.empty_host(o4.shape, o4.dtype)
+    del keep, x4
+    dt = o4.dtype
+    out, view = b.empty_host(o4.shape, dt)
     view[...] = o4  # time-major pooled memory -> ArrayFire's layout, one copy
+    del o4, view  # the pool's buffer is free for the next layer (the backward must not hold it)
 
     def grad(inputs, g):
         if not inputs[0].isCalcGrad():
             return
         keep, (g4, *o) = b.host_views(g.array(), *((out,) if relu else ()))
-        d4 = _conv.backward_input(np, g4.astype(o4.dtype, copy=False), wk, W, sx, px, o[0] if relu else None)
+        d4 = _conv.backward_input(np, g4.astype(dt, copy=False), wk, W, sx, px, o[0] if relu else None)
         dx, dview = b.empty_host(d4.shape, d4.dtype)
         dview[...] = d4
         _add_grad(inputs[0], dx)
