@@ -109,3 +109,32 @@ def test_convolution_host_route_equals_the_arrayfire_route(afb, monkeypatch, sx,
     for a, p, r in zip(host, plain, ref):
         np.testing.assert_array_equal(a, r)  # NumPy's arithmetic exactly
         np.testing.assert_allclose(a, p, rtol=1e-5, atol=1e-5 * np.abs(p).max())
+
+
+def test_fused_update_runs_on_arrayfire_buffers_and_equals_the_arrayfire_update(afb, monkeypatch):
+    """On ArrayFire's CPU backend the default update (exp, mean_log, Adam, the bound) is the extension's one pass
+    on ArrayFire's buffers; theta and Adam's moments equal the generic update's in ArrayFire expressions."""
+    import afmask.mask.run as run_mod
+    from afmask.backend import use_backend
+    from afmask.kernels import mask_step
+    from afmask.mask import MaskConfig, MaskObjective, MaskRun
+    from test_mask_gradients import clean_fft, small_model
+
+    if afb.active_backend() != "cpu" or mask_step.extension() is None:
+        pytest.skip("the fused update takes ArrayFire arrays on ArrayFire's CPU backend, with the extension built")
+    results = []
+    real = run_mod.MaskRun._fused_update
+    for on in (True, False):
+        monkeypatch.setattr(run_mod, "FUSED_UPDATE", on)
+        used = []
+        monkeypatch.setattr(run_mod.MaskRun, "_fused_update", lambda self, *a: used.append(real(self, *a)) or used[-1])
+        with use_backend("arrayfire"):
+            obj = MaskObjective(clean_fft(), small_model(afb, np.float32), "posteriors", noise="attenuate", backend=afb)
+            cfg = MaskConfig.preset("default", samples=2, m_max=1.0, lr=0.5, lam=0.5, iterations=8)
+            run = MaskRun(obj, cfg)
+            for _ in range(6):
+                run.step()
+            results.append([afb.to_numpy(a) for a in (run.theta, run.optimizer.m1, run.optimizer.m2)])
+        assert all(u is not None for u in used) if on else all(u is None for u in used)
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

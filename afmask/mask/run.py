@@ -273,32 +273,46 @@ class MaskRun:
         does not apply or met anything unusual (m 0, subnormal or not finite; a non-finite result), for the
         generic update to handle and explain. The float32 values are the generic update's bit for bit."""
         B, cfg, opt = self.B, self.cfg, self.optimizer
-        if not (FUSED_UPDATE and B.name == "numpy" and cfg.parametrization == "exp" and cfg.regularizer == "mean_log"
-                and cfg.norm_accumulation == "float64" and type(opt) is Adam and self.obj.dtype == np.float32
-                and mask_step.extension() is not None):
+        on_af = B.name == "arrayfire" and B.active_backend() == "cpu"  # its buffers are host memory there
+        if not (FUSED_UPDATE and (B.name == "numpy" or on_af) and cfg.parametrization == "exp"
+                and cfg.regularizer == "mean_log" and cfg.norm_accumulation == "float64" and type(opt) is Adam
+                and self.obj.dtype == np.float32 and mask_step.extension() is not None):
             return None
         arrays = (theta, m, g_data) + ((opt.m1, opt.m2) if opt.m1 is not None else ())
-        if not all(isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.f_contiguous and a.shape == theta.shape
+        keep = None
+        if on_af:
+            # the same pass on ArrayFire's own buffers (NumPy views of them), into new ArrayFire arrays
+            keep, views = B.host_views(*arrays)
+            arrays = tuple(v.reshape(v.shape[:2], order="F") for v in views)
+        shape = arrays[0].shape
+        if not all(isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.f_contiguous and a.shape == shape
                    for a in arrays):
             return None
+        theta_h, m_h, g_h = arrays[:3]
         if opt.m1 is None:
-            m1 = m2 = np.zeros(theta.shape, np.float32, order="F")  # Adam's first moments (read only)
+            m1 = m2 = np.zeros(shape, np.float32, order="F")  # Adam's first moments (read only)
         else:
-            m1, m2 = opt.m1, opt.m2
-        # the next parameter and moments in reused buffers (column-major views of row-major pooled arrays); the
-        # ones they replace are free again once nothing holds them
-        outs = tuple(POOL.take(np, theta.shape[::-1], np.float32).T for _ in range(3))
+            m1, m2 = arrays[3:]
+        if on_af:
+            made = [B.empty_host(shape, np.float32) for _ in range(3)]
+            results = tuple(a for a, _ in made)
+            outs = tuple(v.reshape(shape, order="F") for _, v in made)
+        else:
+            # the next parameter and moments in reused buffers (column-major views of row-major pooled arrays);
+            # the ones they replace are free again once nothing holds them
+            outs = results = tuple(POOL.take(np, shape[::-1], np.float32).T for _ in range(3))
         t = opt.t + 1
         c1, c2 = 1 - opt.b1**t, 1 - opt.b2**t
         n = float(np.prod(B.dims(m)))
         bound = math.inf if cfg.m_max is None else terms.theta_for(cfg.parametrization, cfg.m_max)
-        r = mask_step.update_exp_mean_log(theta, m, g_data, m1, m2, outs, -2.0 * self.lam / n, opt.b1, opt.b2,
+        r = mask_step.update_exp_mean_log(theta_h, m_h, g_h, m1, m2, outs, -2.0 * self.lam / n, opt.b1, opt.b2,
                                           opt.lr * math.sqrt(c2) / c1, opt.eps * math.sqrt(c2), bound)
+        del keep
         reg = -self.lam * (r["sum_log_m"] / n) * 2.0
         if r["special"] or r["nonfinite"] or not math.isfinite(f + reg):
             return None
-        opt.t, opt.m1, opt.m2 = t, outs[1], outs[2]
-        return outs[0], reg, r["sum_m2"], r["sum_m"] / n, math.sqrt(r["sum_greg2"])
+        opt.t, opt.m1, opt.m2 = t, results[1], results[2]
+        return results[0], reg, r["sum_m2"], r["sum_m"] / n, math.sqrt(r["sum_greg2"])
 
     def _update(self, theta: Any, m: Any, f: float, g_data: Any, g_sq: float, t0: float) -> dict:
         """The regulariser, the optimiser's step, the bound, the log row and the convergence test of one iteration."""
