@@ -186,16 +186,16 @@ def forward(xp: Any, x4: Any, wk: Any, bias: Optional[Any], s: int, p: int, keep
     phases = pad_phases(xp, _time_major(x4), s, p, k, nx)
     dt = xp.result_type(x4.dtype, wk.dtype)
     out = POOL.take(xp, (nx, N, O), dt)
-    out2 = out.reshape(nx * N, O)
-    tb = max(BLOCK_ROWS // N, 1)
-    scratch = POOL.take(xp, (min(tb, nx) * N, O), dt)
-    flat = [ph.reshape(-1, C) for ph in phases]
     blas = _blas(xp, x4.dtype) if x4.dtype == wk.dtype else None  # mixed types: NumPy's promotion rules
     ext = _ext() if blas is not None and (bias is None or bias.dtype == wk.dtype) else None
     if ext is not None:
         b = None if bias is None else xp.ascontiguousarray(bias)
         ext.conv_forward(phases, wk, b, out, s, relu, BLOCK_ROWS, blas.addresses[out.dtype], blas.ilp64)
         return _from_time_major(xp, out), (phases if keep_input else None)
+    out2 = out.reshape(nx * N, O)
+    tb = max(BLOCK_ROWS // N, 1)
+    scratch = POOL.take(xp, (min(tb, nx) * N, O), dt) if blas is None else None
+    flat = [ph.reshape(-1, C) for ph in phases]
     if blas is not None:
         isz = out.itemsize
         ptrs = [f.ctypes.data for f in flat]
