@@ -30,9 +30,11 @@ from typing import Any, Optional
 import numpy as np
 
 from afmask.backend.arrayfire_backend import cached_dims, fast_reorder
+from afmask.fl import conv as _conv
+from afmask.fl.conv import IdentityCache
 
-#: Reordered weights of fixed (evaluation-mode) parameters: id -> (array, its phases' matrices).
-_weights_cache: dict = {}
+#: Reordered weights of fixed (evaluation-mode) parameters and bias, per stride: their GEMM matrices.
+_weights_cache = IdentityCache()
 
 
 def supported(backend: Any, wdims: tuple, idims: tuple, sy: int, py: int) -> bool:
@@ -45,14 +47,12 @@ def supported(backend: Any, wdims: tuple, idims: tuple, sy: int, py: int) -> boo
 #: buffers (tests compare both ways). Its arrays are host memory there, and NumPy's route is faster: the join of
 #: the kw windows below copies kw times the input, most of ArrayFire's time per layer.
 HOST_ROUTE = True
-_host_taps_cache: dict = {}
+_host_taps_cache = IdentityCache()
 
 
 def host_route(backend: Any, x: Any, weights: Any, bias: Optional[Any]) -> bool:
     """Whether this convolution takes the host route: ArrayFire's CPU backend, fixed float weights and bias of the
     input's type, and afmask.fl.conv's direct BLAS calls available."""
-    from afmask.fl import conv as _conv
-
     if not HOST_ROUTE or weights.isCalcGrad() or (bias is not None and bias.isCalcGrad()):
         return False
     dt = backend.dtype(x)
@@ -68,16 +68,12 @@ def host_route(backend: Any, x: Any, weights: Any, bias: Optional[Any]) -> bool:
 def host_taps(backend: Any, w: Any, bias: Optional[Any]) -> tuple:
     """Fixed weights [kw, 1, C, cout] (and bias [1, 1, cout]) as host copies: the taps (kw, C, cout) and the bias
     row (cout,), cached while the arrays live (afmask never changes fixed weights in place)."""
-    key = (id(w), id(bias))
-    hit = _host_taps_cache.get(key)
-    if hit is not None and hit[0] is w and hit[1] is bias:
-        return hit[2]
-    _, views = backend.host_views(w, *(() if bias is None else (bias,)))
-    taps = (np.ascontiguousarray(views[0][:, 0]), None if bias is None else np.array(views[1].reshape(-1)))
-    if len(_host_taps_cache) > 256:
-        _host_taps_cache.clear()
-    _host_taps_cache[key] = (w, bias, taps)  # holding w and bias keeps their ids from being reused
-    return taps
+
+    def make() -> tuple:
+        _, views = backend.host_views(w, *(() if bias is None else (bias,)))
+        return np.ascontiguousarray(views[0][:, 0]), None if bias is None else np.array(views[1].reshape(-1))
+
+    return _host_taps_cache.get((w, bias), make)
 
 
 def _phase_taps(k: int, s: int) -> list:
@@ -90,10 +86,13 @@ def taps(af: Any, w: Any, s: int, cache: bool, bias: Optional[Any] = None) -> tu
     the i-th tap in phase order, the order of the input's columns; then the bias [1, 1, cout] as the last row, if
     given) and per phase the backward matrix [cout * k_ph, C] (row o + cout * m for tap ph + s * m; None for a
     phase no tap reads); cached for fixed weights and bias, which afmask never changes in place."""
-    key = (id(w), id(bias), s)
-    hit = _weights_cache.get(key) if cache else None
-    if hit is not None and hit[0] is w and hit[2] is bias:
-        return hit[1]
+    if not cache:
+        return _matrices(af, w, s, bias)
+    return _weights_cache.get((w, bias), lambda: _matrices(af, w, s, bias), extra=(s,))
+
+
+def _matrices(af: Any, w: Any, s: int, bias: Optional[Any]) -> tuple:
+    """The GEMM operands of :func:`taps`, made anew."""
     k, _, C, O = _dims4(w)
     per_phase = []
     fwd_parts = []
@@ -111,12 +110,7 @@ def taps(af: Any, w: Any, s: int, cache: bool, bias: Optional[Any] = None) -> tu
         fwd_parts.append(af.moddims(bias, 1, O))
     fwd = _join_many(af, 0, fwd_parts)
     af.eval(fwd)
-    mats = (fwd, tuple(per_phase))
-    if cache:
-        if len(_weights_cache) > 256:
-            _weights_cache.clear()
-        _weights_cache[key] = (w, mats, bias)  # holding w and bias keeps their ids from being reused
-    return mats
+    return fwd, tuple(per_phase)
 
 
 def _join_many(af: Any, dim: int, arrays: list) -> Any:

@@ -18,7 +18,7 @@ weights need a gradient.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -108,7 +108,31 @@ def _ext() -> Any:
         return None
     return ext if hasattr(ext, "conv_forward") else None
 
-_weights_cache: dict = {}
+class IdentityCache:
+    """Values derived from arrays, kept for as long as those very arrays live: an entry holds its arrays, so
+    their ids cannot be reused while it exists (afmask never changes fixed weights in place)."""
+
+    #: Entries kept at most; past it the cache starts again (another model, or another length of a batch).
+    MAX_ENTRIES = 256
+
+    def __init__(self) -> None:
+        self._entries: dict = {}
+
+    def get(self, arrays: tuple, make: Callable[[], Any], extra: tuple = ()) -> Any:
+        """``make()`` for ``arrays`` (and the hashable ``extra``), made once while the same arrays are given."""
+        key = (*(id(a) for a in arrays), *extra)
+        hit = self._entries.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], arrays)):
+            return hit[1]
+        value = make()
+        if len(self._entries) > self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[key] = (arrays, value)
+        return value
+
+
+_taps_cache = IdentityCache()
+_transposed_cache = IdentityCache()
 
 
 def supported(backend: Any, wdims: tuple, idims: tuple, sy: int, py: int) -> bool:
@@ -119,32 +143,14 @@ def supported(backend: Any, wdims: tuple, idims: tuple, sy: int, py: int) -> boo
 def taps(xp: Any, w: Any, w4: Any, cache: bool) -> Any:
     """Weights ``w`` (its 4-D view ``w4``: [kw, 1, C, cout]) as kw contiguous (C, cout) matrices; cached for fixed
     (evaluation-mode) weights, whose arrays afmask never changes in place."""
-    key = id(w)
-    hit = _weights_cache.get(key) if cache else None
-    if hit is not None and hit[0] is w:
-        return hit[1]
-    wk = xp.ascontiguousarray(w4[:, 0])
-    if cache:
-        if len(_weights_cache) > 256:
-            _weights_cache.clear()
-        _weights_cache[key] = (w, wk)  # holding w keeps its id from being reused
-    return wk
-
-
-_transposed_cache: dict = {}
+    make = lambda: xp.ascontiguousarray(w4[:, 0])  # noqa: E731
+    return _taps_cache.get((w,), make) if cache else make()
 
 
 def transposed_taps(xp: Any, wk: Any) -> Any:
     """The taps ``wk`` (k, C, cout) as (k, cout, C), contiguous: the backward's GEMMs then transpose no operand,
     about 3 % faster in OpenBLAS here. Cached for as long as ``wk`` lives (the cached evaluation-mode taps)."""
-    hit = _transposed_cache.get(id(wk))
-    if hit is not None and hit[0] is wk:
-        return hit[1]
-    wkt = xp.ascontiguousarray(wk.transpose(0, 2, 1))
-    if len(_transposed_cache) > 256:
-        _transposed_cache.clear()
-    _transposed_cache[id(wk)] = (wk, wkt)
-    return wkt
+    return _transposed_cache.get((wk,), lambda: xp.ascontiguousarray(wk.transpose(0, 2, 1)))
 
 
 def _time_major(x4: Any) -> Any:
