@@ -25,6 +25,7 @@ from afmask.features import features
 from afmask.fl import Variable, seq, span
 from afmask.io import load_audio
 from afmask.mask import MaskConfig, MaskObjective, iteration_seed, run_mask
+from afmask.mask.noise import host_standard_normal
 from afmask.model import demo_model, load_model
 
 
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
     for i in range(args.iterations):
         # auto epsilon = fl::normal(noiseDims,fftstdev,0).array();
         # (drawn as afmask's faithful mode draws it, so that the two runs can be compared)
-        epsilon = np.random.default_rng(iteration_seed(args.seed, i)).standard_normal((T, 2 * K), dtype=np.float32).T * fftstdev
+        epsilon = host_standard_normal(2 * K, T, 1, iteration_seed(args.seed, i)) * fftstdev
         # auto rawinput = pre_sample[kFftIdx] + m * epsilon;
         rawinput = pre_sample_fft + m * epsilon
         # af::array absinput(af::dim4(K, T, noiseDims[2], noiseDims[3])); af::array backinput(noiseDims);

@@ -17,13 +17,51 @@ def test_host_noise_is_the_same_numbers_on_every_backend(backend, samples):
 
 
 @pytest.mark.parametrize("samples", [1, 4])
-def test_numpy_stream_is_unchanged_by_the_host_default(samples):
-    """On NumPy the host generator is the generator NumPy always used: seeded runs keep their results."""
-    B = get_backend("numpy")
-    host = B.to_numpy(standard_normal(B, 6, 5, samples, seed=9, generator="host"))
-    device = B.to_numpy(standard_normal(B, 6, 5, samples, seed=9, generator="device"))
-    np.testing.assert_array_equal(host, device)
-    assert host.flags.f_contiguous  # the layout the fused kernel reads, without a copy
+def test_host_normals_do_not_depend_on_the_thread_count(samples):
+    """The samples are drawn on several threads, each from its own stream: the numbers are the same on any count."""
+    one = host_standard_normal(6, 5, samples, seed=9, workers=1)
+    assert one.flags.f_contiguous  # the layout the fused kernel reads, without a copy
+    for workers in (2, 3, 8):
+        np.testing.assert_array_equal(host_standard_normal(6, 5, samples, seed=9, workers=workers), one)
+    np.testing.assert_array_equal(host_standard_normal(6, 5, samples, seed=9, reuse=True), one)
+
+
+def test_each_sample_has_a_stream_of_its_own():
+    four = host_standard_normal(8, 7, 4, seed=5)
+    np.testing.assert_array_equal(host_standard_normal(8, 7, 2, seed=5), four[:, :, :2])
+    np.testing.assert_array_equal(host_standard_normal(8, 7, 1, seed=5), four[:, :, 0])
+    assert not np.array_equal(four[:, :, 0], four[:, :, 1])
+    assert not np.array_equal(host_standard_normal(8, 7, 1, seed=6), four[:, :, 0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_host_normals_are_standard_normal(dtype):
+    from scipy import stats
+
+    x = host_standard_normal(514, 200, 2, seed=21, dtype=dtype)
+    assert x.dtype == dtype
+    flat = x.ravel().astype(np.float64)
+    assert stats.kstest(flat, "norm").pvalue > 1e-3
+    assert abs(flat.mean()) < 5 / np.sqrt(flat.size) and abs(flat.var() - 1) < 0.01
+    # the two halves of each Box-Muller pair are independent: no correlation of values or of squares
+    pairs = x[:, :, 0].T.ravel()
+    h = pairs.size // 2
+    assert abs(np.corrcoef(pairs[:h], pairs[h:])[0, 1]) < 0.01
+    assert abs(np.corrcoef(pairs[:h] ** 2, pairs[h:] ** 2)[0, 1]) < 0.01
+
+
+@pytest.mark.parametrize("n", [1, 2, 7])
+def test_box_muller_fills_any_size(n):
+    from afmask.mask.noise import box_muller, sample_stream
+
+    out = np.full(n, np.nan, np.float32)
+    box_muller(sample_stream(1, 0), out)
+    assert np.all(np.isfinite(out)) and len(set(out.tolist())) == n
+
+
+def test_host_normals_refuse_an_integer_dtype():
+    with pytest.raises(TypeError, match="floating point"):
+        host_standard_normal(2, 2, 1, seed=0, dtype=np.int32)
 
 
 def test_device_generator_is_reproducible_per_seed(backend):

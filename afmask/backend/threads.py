@@ -266,9 +266,14 @@ class StepThreads:
         self._n, self._typical, self._decided_at = n, ms[n] / 1e3, _measured_at
 
 
+def in_force() -> int:
+    """The BLAS/OpenMP thread count in force now (choosing it first if afmask has not yet)."""
+    return _in_force or current().threads
+
+
 def spare_core() -> bool:
     """Whether the threads in force leave a usable core free (for work in a thread of afmask's own)."""
-    return (_in_force or current().threads) < usable_cores()
+    return in_force() < usable_cores()
 
 
 def current() -> ThreadChoice:
