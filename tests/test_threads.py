@@ -164,3 +164,13 @@ def test_a_slow_step_on_one_thread_does_not_start_a_measurement(monkeypatch, res
     assert threads.current().threads == 1
     # the other core turns busy and one-thread steps slow down too: more threads would not help
     assert _loop(tuner, [lambda n: 0.3 if n == 1 else 0.9] * 6) == [1] * 6
+
+
+def test_the_extension_loops_follow_every_change_of_count(restore):
+    """The extension's OpenMP loops run with the count in force, not with the one of its first load (on a busy
+    core a loop measured down to one thread still ran them on two, and each waited for the busy core)."""
+    ext = pytest.importorskip("afmask._ext", reason="afmask._ext is not built")
+    ext.set_num_threads(2)  # as afmask.kernels sets it when it first loads the extension
+    for n in (1, 3, 2, 1):
+        threads._apply(n)
+        assert ext.get_num_threads() == n

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -92,6 +93,12 @@ def _apply(n: int, pin_others: bool = False) -> None:
         limits["openmp"] = n
     _limiter = threadpool_limits(limits=limits)
     _in_force, _pinned = n, pin_others
+    ext = sys.modules.get("afmask._ext")
+    if ext is not None:
+        # the extension's OpenMP loops take their count from it (omp_set_num_threads is per calling thread): left
+        # at the count of its first load, a loop measured down to one thread still ran them on two, and with the
+        # other core busy every such loop waited for it (busy-core steps 1.5x an idle core's at "one thread")
+        ext.set_num_threads(n)
     os.environ.setdefault("OMP_NUM_THREADS", str(n))  # OpenMP runtimes loaded later (the extension's) start with it
 
 
