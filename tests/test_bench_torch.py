@@ -31,3 +31,14 @@ def test_bench_torch_without_torch_says_so(monkeypatch, capsys):
     monkeypatch.setattr(bench, "_torch", missing)
     assert bench.run_from_args(argparse.Namespace(quick=True, rounds=None, compile=False)) == 0
     assert "skipped: PyTorch is not installed" in capsys.readouterr().out
+
+
+def test_each_timed_call_follows_an_untimed_call_of_its_own_side():
+    """The other side's idle threads spin for a while after its work: the first call after it is not timed."""
+    from afmask.bench.torch import Row, interleave
+
+    calls = []
+    row = interleave(Row("r"), lambda: calls.append("a"), {"x": lambda: calls.append("x"),
+                                                           "y": lambda: calls.append("y")}, rounds=2)
+    assert calls == ["a", "a", "x", "x", "y", "y"] * 2
+    assert len(row.afmask_ms) == 2 and [len(v) for v in row.torch_ms.values()] == [2, 2]

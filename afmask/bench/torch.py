@@ -140,16 +140,24 @@ def _ms(fn: Callable[[], Any]) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
+def _settled_ms(fn: Callable[[], Any]) -> float:
+    """The time of ``fn``'s second call of two in a row: the first absorbs what the previous side left running."""
+    fn()
+    return _ms(fn)
+
+
 def interleave(row: Row, afmask_fn: Callable, torch_fns: dict, rounds: int) -> Row:
-    """Time afmask and each PyTorch variant in turn, ``rounds`` times (after one warm-up call each)."""
-    afmask_fn()
-    for fn in torch_fns.values():
-        fn()
+    """Time afmask and each PyTorch variant in turn, ``rounds`` times, each timed call after an untimed one.
+
+    Right after one side the other's first call competes with the first side's idle threads: OpenBLAS's workers
+    and PyTorch's OpenMP threads spin for a while after their work. Timed right after each other, original-width
+    fwd+bwd measured 97 ms (afmask) and 158 ms (PyTorch jit.trace) on two threads here, against 80 and 81-85 ms
+    for each in a row of its own calls; the untimed call in between takes that cost, for both sides alike."""
     row.torch_ms = {k: [] for k in torch_fns}
     for _ in range(rounds):
-        row.afmask_ms.append(_ms(afmask_fn))
+        row.afmask_ms.append(_settled_ms(afmask_fn))
         for k, fn in torch_fns.items():
-            row.torch_ms[k].append(_ms(fn))
+            row.torch_ms[k].append(_settled_ms(fn))
     return row
 
 
@@ -542,7 +550,8 @@ def run(st: Settings, log: Callable[[str], None] = print) -> dict:
     choice = threads.current()
     _set_torch_threads(choice.threads)
     log(f"threads: {choice.threads} ({choice.reason}); PyTorch {torch.__version__} on {torch.get_num_threads()} thread(s)")
-    log(f"rounds: {st.rounds} interleaved per row (afmask, then each PyTorch variant); ratio = median over rounds"
+    log(f"rounds: {st.rounds} interleaved per row (afmask, then each PyTorch variant, each timed call after an untimed "
+        f"one); ratio = median over rounds"
         + ("" if st.compile else "; torch.compile not timed (--compile)"))
     out: dict = {"threads": choice.threads, "reason": choice.reason}
     out["network"] = network_rows(st, log)
