@@ -79,10 +79,24 @@ def options(args) -> dict:
         "ig": {"n_steps": args.ig_steps},
         "rise": {"n_masks": args.rise_masks, "cell": (16, 8), "p_keep": 0.5},
         "extremal": {"iterations": args.extremal_iterations, "space": args.extremal_space},
-        "mask": {"config": MaskConfig.preset("default", iterations=args.mask_iterations)},
+        "mask": {"config": MaskConfig.preset("default", **{"iterations": args.mask_iterations, **mask_overrides(args)})},
         # the original C++ loop, as `--mode faithful` runs it (5000 SGD iterations)
         "faithful": {"config": MaskConfig.preset("faithful")},
     }
+
+
+def mask_overrides(args) -> dict:
+    """The default mode's settings that --mask-set changes (KEY=VALUE, the value read as JSON where it parses)."""
+    out = {}
+    for item in args.mask_set:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--mask-set {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -241,6 +255,8 @@ def main(argv=None) -> int:
     p.add_argument("--ig-steps", type=int, default=50)
     p.add_argument("--smoothgrad-samples", type=int, default=16)
     p.add_argument("--mask-iterations", type=int, default=400)
+    p.add_argument("--mask-set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="the mask method's settings other than the default mode's (e.g. samples=8 lambda_scale=0.05)")
     p.add_argument("--extremal-iterations", type=int, default=300)
     p.add_argument("--extremal-space", choices=["magnitude", "input"], default="magnitude",
                    help="what the extremal masks multiply: the magnitudes (default) or the normalised network input")
