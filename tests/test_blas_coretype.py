@@ -3,16 +3,14 @@
 import os
 
 import pytest
-from threadpoolctl import threadpool_info
-
 from afmask.backend import threads
 
 
 def _numpy_arch():
-    archs = [i.get("architecture") for i in threadpool_info() if i.get("internal_api") == "openblas" and i.get("architecture")]
-    if not archs:
+    arch = threads.numpy_blas_architecture()
+    if not arch:
         pytest.skip("NumPy's BLAS here is not an OpenBLAS that reports its CPU type (threadpoolctl)")
-    return archs[0]
+    return arch
 
 
 def test_the_detected_core_type_is_handed_on(monkeypatch):
@@ -63,3 +61,29 @@ def test_a_measured_choice_of_more_threads_drops_to_one_for_arrayfire(monkeypatc
     finally:
         threads._apply(before.threads)
         threads._choice = before
+
+
+AVX512_CPU = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512cd avx512bw avx512dq avx512vl\n"
+AVX2_CPU = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma\n"
+
+
+def test_avx2_kernels_forced_on_an_avx512_cpu_are_reported():
+    from afmask.backend import blas_kernels
+
+    words = blas_kernels.held_back({"OPENBLAS_CORETYPE": "Haswell"}, AVX512_CPU)
+    assert words is not None and "OPENBLAS_CORETYPE=Haswell" in words and "unset it" in words
+    assert blas_kernels.held_back({"OPENBLAS_CORETYPE": "zen"}, AVX512_CPU) is not None  # OpenBLAS ignores case
+    # nothing to say: AVX-512 kernels asked for, no variable, or a CPU without AVX-512
+    assert blas_kernels.held_back({"OPENBLAS_CORETYPE": "SkylakeX"}, AVX512_CPU) is None
+    assert blas_kernels.held_back({}, AVX512_CPU) is None
+    assert blas_kernels.held_back({"OPENBLAS_CORETYPE": "Haswell"}, AVX2_CPU) is None
+    assert blas_kernels.cpu_flags("no flags here") == frozenset()
+
+
+def test_afmask_info_names_numpys_blas_kernels(capsys):
+    from afmask.cli import main
+
+    assert main(["info"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("blas kernels:"))
+    arch = threads.numpy_blas_architecture()
+    assert f"runs {arch or 'unknown'} kernels" in line

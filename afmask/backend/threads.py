@@ -75,6 +75,16 @@ def _numpy_blas_prefixes() -> set:
             and any(part in i.get("filepath", "") for part in ("numpy", "scipy"))}
 
 
+def numpy_blas_architecture() -> Optional[str]:
+    """The kernel set (OpenBLAS's "architecture", e.g. Haswell, SkylakeX) of NumPy's BLAS, or None if unknown."""
+    from threadpoolctl import threadpool_info
+
+    for i in threadpool_info():
+        if i.get("user_api") == "blas" and "numpy" in i.get("filepath", "") and i.get("architecture"):
+            return str(i["architecture"])
+    return None
+
+
 def _apply(n: int, pin_others: bool = False) -> None:
     """n threads for every BLAS and OpenMP library loaded; with ``pin_others``, one for a BLAS that is neither
     NumPy's nor SciPy's (ArrayFire's: its results change with the count, NumPy's do not)."""
@@ -314,7 +324,10 @@ def share_blas_coretype() -> Optional[str]:
 
     import scipy.linalg  # noqa: F401 - its OpenBLAS too, should NumPy's report nothing
 
-    archs = [i.get("architecture") for i in threadpool_info() if i.get("internal_api") == "openblas" and i.get("architecture")]
+    # NumPy's own first: a SciPy loaded later may have detected the CPU under other settings
+    archs = [numpy_blas_architecture()] + [i.get("architecture") for i in threadpool_info()
+                                           if i.get("internal_api") == "openblas"]
+    archs = [a for a in archs if a]
     if not archs:
         return None
     os.environ["OPENBLAS_CORETYPE"] = archs[0]

@@ -550,6 +550,12 @@ def run(st: Settings, log: Callable[[str], None] = print) -> dict:
     choice = threads.current()
     _set_torch_threads(choice.threads)
     log(f"threads: {choice.threads} ({choice.reason}); PyTorch {torch.__version__} on {torch.get_num_threads()} thread(s)")
+    from afmask.backend import blas_kernels
+
+    forced = os.environ.get(blas_kernels.ENV)
+    log(f"NumPy's OpenBLAS kernels: {threads.numpy_blas_architecture() or 'unknown'}"
+        + (f" ({blas_kernels.ENV}={forced})" if forced else " (its own choice)")
+        + (f"; warning: {blas_kernels.held_back()}" if blas_kernels.held_back() else ""))
     log(f"rounds: {st.rounds} interleaved per row (afmask, then each PyTorch variant, each timed call after an untimed "
         f"one); ratio = median over rounds"
         + ("" if st.compile else "; torch.compile not timed (--compile)"))

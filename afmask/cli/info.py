@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 
 import numpy as np
@@ -41,8 +42,14 @@ def run(args: argparse.Namespace) -> int:
           f"--threads N or {threads.THREADS_ENV} sets them"
           + ("" if tc.by_user else "; a mask run then measures its own iterations with 1 and every core and keeps "
              "the faster"))
-    if threads.coretype_note:
-        print(f"blas core type: {threads.coretype_note}")
+    from afmask.backend import blas_kernels
+
+    print(f"blas kernels: NumPy's OpenBLAS runs {threads.numpy_blas_architecture() or 'unknown'} kernels"
+          + (f" ({blas_kernels.ENV}={os.environ[blas_kernels.ENV]})"
+             if os.environ.get(blas_kernels.ENV) and not threads.coretype_note else " (its own choice)"))
+    for words in (blas_kernels.held_back(), threads.coretype_note):
+        if words:
+            print(f"  {words}")
     print("fused mask-step paths:")
     ext = mask_step.extension_info()
     for path, state in mask_step.path_status().items():
