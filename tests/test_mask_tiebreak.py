@@ -67,3 +67,27 @@ def test_the_faithful_mode_has_no_tie_break():
     assert MaskConfig.preset("default").tie_break == "path"
     with pytest.raises(ValueError, match="tie_break"):
         MaskConfig.preset("default", tie_break="random")
+
+
+def test_the_gradient_tie_break_puts_the_points_the_model_cannot_feel_last():
+    """tie_break="gradient": the mean over the run of m * df/dm per bin; a bin whose magnitude is 0 cannot be
+    attenuated, so its key is exactly 0 and it ranks below every bin at the bound that the distance pushed back on."""
+    fft = clean_fft()
+    fft[:, 3:5] = 0.0  # two frames of silence: attenuation cannot change them
+    with use_backend("numpy"):
+        B = get_backend("numpy")
+        obj = MaskObjective(fft, small_model(B, np.float32), "posteriors", noise="attenuate", backend=B)
+        cfg = MaskConfig.preset("default", iterations=60, early_stop=False, tie_break="gradient", lambda_scale=3.0)
+        grad = run_mask(obj, cfg, progress=False)
+        plain = run_mask(obj, MaskConfig.preset("default", iterations=60, early_stop=False, tie_break="none",
+                                                lambda_scale=3.0), progress=False)
+    np.testing.assert_array_equal(grad.m, plain.m)  # a ranking, not another optimisation
+    key = grad.tiebreak
+    assert key.shape == (fft.shape[0] // 2, fft.shape[1]) and np.all(np.isfinite(key))
+    assert np.all(key[:, 3:5] == 0.0)
+    at = at_bound(grad.m, 1.0)
+    assert at[:, 3:5].all()  # nothing holds the silent bins below the bound
+    felt = at & (key > 0)
+    assert felt.any()
+    imp = grad.importance()
+    assert imp[felt].min() > imp[:, 3:5].max()

@@ -102,7 +102,7 @@ def load_runs(out: Path, utts: list[Utterance]) -> list[RunData]:
             continue
         config = _read_json(d / "config.json") or {}
         tb = d / TIEBREAK_FILE  # the bins at the bound ordered as the run ordered them, where it made a tie-break
-        tiebreak = np.load(tb) if tb.is_file() and config.get("tie_break", "path") == "path" else None
+        tiebreak = np.load(tb) if tb.is_file() and config.get("tie_break", "path") != "none" else None
         rank = percentile_rank(importance(np.load(d / "m.npy"), tiebreak, config.get("m_max")))
         start = ((config.get("extra") or {}).get("frames") or [0])[0]
         words = []

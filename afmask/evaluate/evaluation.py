@@ -51,6 +51,8 @@ from afmask.mask import MaskConfig
 from afmask.mask.importance import at_bound
 
 EVALUATION_FILE = "evaluation.json"
+#: how each tie-break orders the points at the bound, in the ties control's words.
+TIE_BREAK_WORDS = {"path": "path (mean -log m over the run)", "gradient": "gradient (mean m * df/dm over the run)"}
 CURVES_FILE = "curves.csv"
 RENDITIONS_DIR = "renditions"
 #: Version of evaluation.json's layout (2: "inputs", the digests of what was evaluated).
@@ -424,7 +426,7 @@ def evaluate(
         if int(hi) > mag.shape[0]:
             raise ValueError(f"blind band {lo}:{hi} lies outside the run's {mag.shape[0]} bins")
     # the run's ranking: m, and the bins at the bound ordered by its tie-break where it made one (tiebreak.npy)
-    tiebreak = feats.get("tiebreak") if config.tie_break == "path" else None
+    tiebreak = feats.get("tiebreak") if config.tie_break != "none" else None
     imp = importance(m, tiebreak, config.m_max)
     grid = percent_grid(settings.step)
     if 50.0 not in grid:
@@ -500,7 +502,7 @@ def evaluate(
             # the values at the bound were moved below it in the tie-break's order: say how many sit there
             t = controls["ties"]
             t["at_bound_share"] = float(np.mean(at_bound(m, config.m_max)))
-            t["tie_break"] = "path (mean -log m over the run)"
+            t["tie_break"] = TIE_BREAK_WORDS[config.tie_break]
             t["verdict"] = ties_verdict(t)
         seconds["controls"] = time.perf_counter() - t0
         if deaf is not None:  # as for the verdict: keep the numbers, claim nothing

@@ -26,7 +26,7 @@ GRADIENTS = ("hand", "autograd")
 STATS = ("float64", "arrayfire_cpu")
 ACCUMULATIONS = ("float64", "float32")
 NOISE_GENERATORS = ("host", "device")
-TIE_BREAKS = ("path", "none")
+TIE_BREAKS = ("path", "gradient", "none")
 #: the fused step's implementations (afmask.kernels.mask_step.PATHS), plus "auto"; kept here so that checking
 #: settings does not load the kernels.
 KERNEL_PATHS = ("auto", "loop", "expr", "ext", "opencl", "cuda", "arrayfire")
@@ -284,7 +284,8 @@ class MaskConfig:
     #: (the mean of -log m over the run: the longer the data term held it down, the more important), "none" (a tie,
     #: broken at random by the controls). With m_max = 1 two thirds of the demo's points end at the bound; at
     #: random their order let a model exactly blind to bins 60..120 get 12-13% of its top 20% there on two LibriVox
-    #: clips; by the path 0%.
+    #: clips; by the path 0%. "gradient": by the mean over the run of ``m * df/dm`` (how hard the distance pushes
+    #: back against more noise there; a bin the model cannot read has 0).
     tie_break: str = "path"
     #: "absolute": x~ = x + eps*m with eps ~ N(0, fftstdev^2) (the original); "relative":
     #: x~ = x + eps*m*|x_k| with eps ~ N(0, 1), noise relative to each bin's own magnitude; "attenuate":

@@ -149,9 +149,10 @@ class MaskRun:
         self.estimate: dict = {}
         self._signal: Optional[int] = None
         self._critical = False
-        # the tie-break's running sum of each bin's -log s over the updates so far (all but the last one's)
+        # the tie-break's running sum over the updates so far: of each bin's -log s (all but the last one's) for
+        # "path", of each bin's m * df/dm for "gradient"
         self.path_sum = (np.zeros((objective.K, objective.T), np.float32)
-                         if config.tie_break == "path" and config.m_max is not None else None)
+                         if config.tie_break != "none" and config.m_max is not None else None)
         self.path_n = 0
 
     # -- one step ---------------------------------------------------------------------------
@@ -317,6 +318,7 @@ class MaskRun:
     def _update(self, theta: Any, m: Any, f: float, g_data: Any, g_sq: float, t0: float) -> dict:
         """The regulariser, the optimiser's step, the bound, the log row and the convergence test of one iteration."""
         B, cfg = self.B, self.cfg
+        self._track_gradient(m, g_data)
         fused = self._fused_update(theta, m, f, g_data)
         if fused is not None:
             new_theta, reg, m_sq, m_mean, reg_norm = fused
@@ -384,17 +386,31 @@ class MaskRun:
         return s2
 
     def _track_path(self, m: Any) -> None:
-        """Add the finished iteration's m (the previous update's result) to the tie-break's sum, from the second
-        iteration on; the last update's m is added when the tie-break is read."""
-        if self.path_sum is None or self.iteration == 0:
+        """Add the finished iteration's m (the previous update's result) to the "path" tie-break's sum, from the
+        second iteration on; the last update's m is added when the tie-break is read."""
+        if self.path_sum is None or self.cfg.tie_break != "path" or self.iteration == 0:
             return
         self.path_sum += self._neg_log_scale(m)
         self.path_n += 1
 
+    def _track_gradient(self, m: Any, g_data: Any) -> None:
+        """Add each bin's ``m * df/dm`` (its Re and Im rows summed: the data term's derivative in ``log m``) to the
+        "gradient" tie-break's sum: how hard the distance pushes back against more noise there."""
+        if self.path_sum is None or self.cfg.tie_break != "gradient":
+            return
+        pull = self.B.to_numpy(m) * self.B.to_numpy(g_data)
+        self.path_sum += pull[0::2]
+        self.path_sum += pull[1::2]
+        self.path_n += 1
+
     def tiebreak(self) -> Optional[np.ndarray]:
-        """The mean over the updates so far of each bin's importance ``-log s`` (K, T); None without a tie-break."""
+        """The tie-break key of each bin (K, T), larger = more important; None without a tie-break. "path": the
+        mean over the updates of its importance ``-log s``; "gradient": the mean over the iterations of
+        ``m * df/dm``."""
         if self.path_sum is None or self.iteration == 0:
             return None
+        if self.cfg.tie_break == "gradient":
+            return self.path_sum / np.float32(max(self.path_n, 1))
         return (self.path_sum + self._neg_log_scale(self.scale(self.theta))) / np.float32(self.path_n + 1)
 
     # -- the loop -------------------------------------------------------------------------------
