@@ -20,6 +20,7 @@ def _measured(monkeypatch, ms):
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     monkeypatch.setattr(threads, "_current_backend", lambda: "numpy")
     monkeypatch.setattr(threads, "measure", lambda cores: dict(ms))
+    monkeypatch.setattr(threads, "count_dependent", lambda cores: False)  # a BLAS whose bits do not change
 
 
 def _recorded(monkeypatch) -> list:
@@ -174,3 +175,41 @@ def test_the_extension_loops_follow_every_change_of_count(restore):
     for n in (1, 3, 2, 1):
         threads._apply(n)
         assert ext.get_num_threads() == n
+
+
+def test_a_blas_whose_bits_change_with_the_count_keeps_one_thread_and_is_never_measured(monkeypatch, restore):
+    monkeypatch.delenv(threads.THREADS_ENV, raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "_current_backend", lambda: "numpy")
+    monkeypatch.setattr(threads, "count_dependent", lambda cores: True)
+    monkeypatch.setattr(threads, "measure", lambda cores: pytest.fail("measured although the count changes the bits"))
+    _recorded(monkeypatch)
+    choice = threads.configure()
+    assert choice.threads == 1 and choice.fixed and "bit-identical" in choice.reason
+    ran = _loop(threads.StepThreads(), [lambda n: 0.1] * 20)
+    assert ran == [1] * 20  # no block of two-thread steps
+    monkeypatch.setenv(threads.THREADS_ENV, "2")
+    assert threads.configure().threads == 2  # the user's count stands
+
+
+def test_the_count_probe_sees_what_changes_the_networks_bits(restore):
+    """If the demo model's forward and backward give other bits on two threads than on one, the probe says so
+    (a probe that missed it would let a resumed or re-run seeded explanation come out different)."""
+    import numpy as np
+
+    from afmask.bench.torch import afmask_fwd_bwd
+    from afmask.model import demo_model
+
+    net = demo_model()
+    net.eval()
+    x = np.random.default_rng(0).standard_normal((96, 257, 1, 1)).astype(np.float32)
+    run = afmask_fwd_bwd(net, x)
+    threads._apply(1)
+    one = run().copy()
+    threads._apply(2)
+    two = run().copy()
+    threads._count_dependent.clear()
+    if not np.array_equal(one, two):
+        assert threads.count_dependent(2)
+    else:
+        assert not threads.count_dependent(2)

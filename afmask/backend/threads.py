@@ -33,6 +33,7 @@ class ThreadChoice:
     reason: str
     measured_ms: Optional[dict] = None  # threads -> median ms of what was measured (a GEMM, or a loop's steps)
     by_user: bool = False  # --threads or AFMASK_THREADS: afmask never changes it
+    fixed: bool = False  # afmask chose it for the results' sake: loops do not measure another count
 
 
 _choice: Optional[ThreadChoice] = None
@@ -138,6 +139,32 @@ def measure(cores: int, rounds: int = 3) -> dict:
     return {n: statistics.median(t) for n, t in times.items()}
 
 
+_count_dependent: dict = {}
+
+
+def count_dependent(cores: int) -> bool:
+    """Whether NumPy's float32 GEMM gives other bits on ``cores`` threads than on one (cached per count).
+
+    OpenBLAS splits a GEMM's rows and columns among threads, and with most kernel sets each element's sum is the
+    same on any count; with its Haswell (AVX2) kernels it is not for inner sizes past 256 (here 5125 of the 6168
+    input gradients of the demo model at T = 24 differed between one and two threads). Two GEMMs of the network's
+    shapes tell."""
+    if cores < 2:
+        return False
+    if cores not in _count_dependent:
+        from threadpoolctl import threadpool_limits
+
+        rng = np.random.default_rng(0)
+        pairs = [(rng.standard_normal((96, 257), dtype=np.float32), rng.standard_normal((257, 128), dtype=np.float32)),
+                 (rng.standard_normal((264, 128), dtype=np.float32), rng.standard_normal((128, 512), dtype=np.float32))]
+        results = {}
+        for n in (1, cores):
+            with threadpool_limits(limits=n, user_api="blas"):
+                results[n] = [a @ b for a, b in pairs]
+        _count_dependent[cores] = any(not np.array_equal(x, y) for x, y in zip(results[1], results[cores]))
+    return _count_dependent[cores]
+
+
 def configure(threads: Optional[int] = None, backend: Optional[str] = None) -> ThreadChoice:
     """Set BLAS/OpenMP threads: ``threads`` if given, else AFMASK_THREADS, else one for ArrayFire (``backend``, or
     afmask's current one), else what measures fastest now."""
@@ -157,6 +184,15 @@ def configure(threads: Optional[int] = None, backend: Optional[str] = None) -> T
         choice = ThreadChoice(1, "ArrayFire backend: its results change with the BLAS thread count (6 seeded steps "
                                  "came out 6.5e-4 apart with 1 and 2), so one thread keeps seeded and resumed runs "
                                  "bit-identical")
+    elif count_dependent(cores):
+        arch = numpy_blas_architecture()
+        forced = os.environ.get("OPENBLAS_CORETYPE")
+        kernels = f"its {arch} kernels" if arch else "its kernels"
+        if forced:
+            kernels += f", OPENBLAS_CORETYPE={forced}"
+        choice = ThreadChoice(1, f"NumPy's BLAS gives other bits on {cores} threads than on 1 here ({kernels}): one "
+                                 f"thread keeps seeded and resumed runs bit-identical; --threads N or {THREADS_ENV} "
+                                 "sets another count", fixed=True)
     else:
         ms = measure(cores)
         faster = ms[1] / ms[cores]
@@ -205,7 +241,8 @@ class StepThreads:
     median of each block but its first step (more threads only if ``STEP_GAIN_NEEDED`` times faster; the block
     of more threads ends early once one of its steps takes ``SLOWDOWN`` times one thread's), and measures again
     after ``RECHECK_SECONDS``, or at once when a step on more threads takes ``SLOWDOWN`` times its typical time.
-    NumPy's results do not depend on the count (OpenBLAS splits a GEMM's rows and columns, never its sums).
+    NumPy's results do not depend on the count (OpenBLAS splits a GEMM's rows and columns, never its sums), except
+    with kernel sets where they do (:func:`count_dependent`): there afmask keeps one thread and loops do not measure.
 
     A count the user set is kept. On ArrayFire the loop measures the count of NumPy's BLAS (which ArrayFire's
     CPU-backend convolutions use) and keeps ArrayFire's own BLAS on one thread: ArrayFire's results change with
@@ -226,7 +263,7 @@ class StepThreads:
     def _fixed(self) -> Optional[int]:
         """The count this loop must run with, or None if it measures its own."""
         c = current()
-        if c.by_user:
+        if c.by_user or c.fixed:
             return c.threads
         return 1 if usable_cores() == 1 else None
 

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     measured = "" if not tc.measured_ms else " (" + ", ".join(f"{n} thread(s) {ms:.2f} ms" for n, ms in tc.measured_ms.items()) + ")"
     print(f"threads: {tc.threads} for BLAS and OpenMP, {threads.usable_cores()} usable core(s); {tc.reason}{measured}; "
           f"--threads N or {threads.THREADS_ENV} sets them"
-          + ("" if tc.by_user else "; a mask run then measures its own iterations with 1 and every core and keeps "
+          + ("" if tc.by_user or tc.fixed else "; a mask run then measures its own iterations with 1 and every core and keeps "
              "the faster"))
     from afmask.backend import blas_kernels
 
