@@ -132,6 +132,10 @@ class MaskObjective:
             self.kernel_path = "generic"
         else:
             self.kernel_path = mask_step.best_path(self.B.name) if kernel_path == "auto" else kernel_path
+        if self._af_ext() is not None:
+            # in a buffer only the host writes: the host passes read it without waiting for ArrayFire
+            self.x, xv = self.B.empty_host(host.shape)
+            xv[:, :, 0, 0] = host
         # af::stdev<float> of the clean FFT: the scale of the original's absolute noise
         self.fftstdev = float(global_mean_stdev(host, stats=stats)[1])
         # the features' own helpers fix K = 257; the objective takes any K (small test networks)
@@ -170,7 +174,22 @@ class MaskObjective:
         -u * x with u ~ U(0, 1) per bin (attenuate).
 
         ``generator``: "host" (the same draws on every backend) or "device" (see afmask.mask.noise)."""
+        if generator == "host" and self.noise == "attenuate" and self._af_ext() is not None:
+            return self.noise_from_host(self.draw_raw_host(seed, samples), samples)
         return self.noise_from(self.draw_raw(seed, samples, generator), samples)
+
+    def noise_from_host(self, raw: np.ndarray, samples: int) -> Any:
+        """:meth:`noise_from` for host draws (NumPy arrays, those of :meth:`draw_raw_host`), on the backend; on
+        ArrayFire's CPU backend attenuation noise is written by the extension straight into ArrayFire's buffer
+        (the same products as NumPy's, no copy of u and no tiled pair of rows)."""
+        ext = self._af_ext() if self.noise == "attenuate" else None
+        if ext is None:
+            return self.noise_from(self.B.asarray(raw), samples)
+        eps, ev = self.B.empty_host((2 * self.K, self.T, samples))
+        keep, (xv,) = self.B.host_views(self.x)
+        ext.attenuate(np.asfortranarray(raw, np.float32), xv[:, :, 0, 0], ev[:, :, :, 0] if samples > 1 else ev[:, :, 0, 0])
+        del keep
+        return eps if samples > 1 else self.B.af.moddims(eps, 2 * self.K, self.T)
 
     def draw_raw(self, seed: int, samples: int = 1, generator: str = "host") -> Any:
         """The random numbers behind :meth:`draw_noise`: u (K, T[, S]) for attenuation, else N(0, 1) (2K, T[, S])."""
@@ -311,11 +330,36 @@ class MaskObjective:
             return None
         return mask_step.extension()
 
+    def _af_ext(self) -> Any:
+        """The extension, where its passes may run on this objective's ArrayFire arrays in place (the CPU backend,
+        whose buffers are host memory; float32, the ext path, NumPy statistics); else None."""
+        B = self.B
+        if (not EXT_PASSES or self.kernel_path != "ext" or B.name != "arrayfire" or self.dtype != np.float32
+                or self.stats == "arrayfire_cpu" or B.active_backend() != "cpu"):
+            return None
+        return mask_step.extension()
+
+    def _af_magnitudes_stats(self, ext: Any, m: Any, eps: Any) -> tuple[Any, tuple]:
+        """:meth:`_magnitudes_stats` on ArrayFire's CPU backend: the extension's pass on its buffers."""
+        B = self.B
+        S = B.dims(eps)[2]
+        mag, mv = B.empty_host((self.K, self.T, S))
+        keep, (xv, ev, m4) = B.host_views(self.x, eps, m)
+        bad, sums, squares = ext.forward_stats(xv[:, :, 0, 0], ev[:, :, :, 0] if S > 1 else ev[:, :, 0, 0],
+                                               m4[:, :, 0, 0], mv[:, :, :, 0] if S > 1 else mv[:, :, 0, 0])
+        del keep
+        if bad:
+            mask_step._raise_nonfinite(bad, "forward")
+        return (mag if S > 1 else B.af.moddims(mag, self.K, self.T)), (sums, squares)
+
     def _magnitudes_stats(self, m: Any, eps: Any) -> tuple[Any, Optional[tuple]]:
         """:meth:`magnitudes` and, on the ext path with NumPy statistics, each sample's float64 sum and sum of
         squares of them from the same pass (else None), into a reused buffer."""
         ext = self._ext_arrays(self.x, eps, m) if self.stats != "arrayfire_cpu" else None
         if ext is None:
+            af_ext = self._af_ext()
+            if af_ext is not None:
+                return self._af_magnitudes_stats(af_ext, m, eps)
             return self.magnitudes(m, eps), None
         S = self.B.dims(eps)[2]
         mag = POOL.take(np, (S, self.T, self.K), np.float32).transpose(2, 1, 0)  # column-major (K, T, S)
@@ -347,20 +391,34 @@ class MaskObjective:
             out[:, :, s_] = fn(s_)
         return out
 
-    def _network_input_af(self, mag: Any) -> tuple[Any, "Centred", np.ndarray]:
+    def _network_input_af(self, mag: Any, stats: Optional[tuple] = None) -> tuple[Any, "Centred", np.ndarray]:
         # the NumPy path's arithmetic on ArrayFire: float64 sums per sample (a few numbers to the host), then
         # (x - mean) / stdev per sample with those numbers as constants, without tiling them: ArrayFire's CPU
-        # tile and reductions were most of this step's time
+        # tile and reductions were most of this step's time. ``stats``: the sums, if the magnitudes' pass made them
         B = self.B
         af = B.af
         S = B.dims(mag)[2]
         n = float(self.T * self.K)
-        sums, squares = self._per_sample_sums(mag, mag)
+        sums, squares = (np.asarray(stats[0], np.float64), np.asarray(stats[1], np.float64)) if stats else \
+            self._per_sample_sums(mag, mag)
         means = sums / n
         stdevs = np.sqrt(np.maximum(squares / n - means * means, 0.0))
         for s_, sd in enumerate(stdevs):
             if not sd > 0:
                 raise ValueError(f"the perturbed magnitudes of sample {s_} are constant (stdev {sd}): cannot normalise")
+        if self._af_ext() is not None:
+            # on the CPU backend NumPy writes the transposed input into ArrayFire's buffer: the same float32
+            # subtract and divide, without ArrayFire's reorder and S indexed assignments
+            inp, iv = B.empty_host((self.T, self.K, S))
+            keep, (mv,) = B.host_views(mag)
+            for j in range(S):
+                out = iv[:, :, j, 0]
+                np.subtract(mv[:, :, j, 0].T, float(means[j]), out=out)
+                np.divide(out, float(stdevs[j]), out=out)
+            del keep
+            if S > 1:
+                inp = af.moddims(inp, self.T, self.K, 1, S)
+            return inp, Centred(mag, means, sums), stdevs
         tr = af.reorder(mag, 1, 0, 2, 3)  # (T, K, S)
         af.eval(tr)
         inp = self._per_sample_affine((self.T, self.K, S), lambda j: (tr[:, :, j] - float(means[j])) / float(stdevs[j]))
@@ -390,7 +448,12 @@ class MaskObjective:
         S = B.dims(eps)[2]
         m = fortran(B, m)
         mag, stats = self._magnitudes_stats(m, eps)
-        inp, centred, stdev = self._network_input_xp(mag, stats) if stats is not None else self.network_input(mag)
+        if stats is None:
+            inp, centred, stdev = self.network_input(mag)
+        elif self.B.name == "arrayfire":
+            inp, centred, stdev = self._network_input_af(mag, stats)
+        else:
+            inp, centred, stdev = self._network_input_xp(mag, stats)
         input_var = _leaf(inp, B, True)
         output = self.model(input_var)
         current = postprocess(output, self.variant)
@@ -470,6 +533,9 @@ class MaskObjective:
         B = self.B
         af = B.af
         S = len(centred.mean)
+        ext = self._af_ext()
+        if ext is not None:
+            return self._normalisation_backward_af_host(ext, dy, centred, stdev, scale)
         d = af.reorder(af.moddims(dy, self.T, self.K, S), 1, 0, 2, 3)  # (K, T, S)
         af.eval(d)
         sd, sdx = self._per_sample_sums(d, centred.mag)
@@ -478,6 +544,28 @@ class MaskObjective:
         out = self._per_sample_affine((self.K, self.T, S),
                                       lambda j: d[:, :, j] * float(a[j]) + x[:, :, j] * float(b[j]) + float(c[j]))
         return out if S > 1 else af.moddims(out, self.K, self.T)
+
+    def _normalisation_backward_af_host(self, ext: Any, dy: Any, centred: "Centred", stdev: np.ndarray,
+                                        scale: float) -> Any:
+        # the NumPy ext path's two passes on ArrayFire's CPU buffers: dy transposed once by NumPy into the
+        # magnitudes' (K, T, S) layout, which seen as (T, K, S) has K contiguous, as the passes read it
+        B = self.B
+        S = len(centred.mean)
+        dt, dtv = B.empty_host((self.K, self.T, S))
+        keep, (dv, mv) = B.host_views(dy, centred.mag)
+        d3 = dv.reshape(self.T, self.K, S, order="F")
+        for j in range(S):
+            np.copyto(dtv[:, :, j, 0], d3[:, :, j].T)
+        d_tks = dtv[:, :, :, 0].transpose(1, 0, 2)
+        m3 = mv.reshape(self.K, self.T, S, order="F")
+        sds, sdxs = ext.grad_stats(d_tks, m3 if S > 1 else m3[:, :, 0])
+        a, b, c = normalisation_coefficients(np.asarray(sds), np.asarray(sdxs), centred, stdev,
+                                             float(self.T * self.K), scale)
+        out, ov = B.empty_host((self.K, self.T, S) if S > 1 else (self.K, self.T))
+        ext.norm_backward(d_tks, m3 if S > 1 else m3[:, :, 0], ov[:, :, :, 0] if S > 1 else ov[:, :, 0, 0],
+                          a.tolist(), b.tolist(), c.tolist())
+        del keep, dt
+        return out
 
     def data_gradient(self, fw: Forward) -> tuple[Any, float]:
         """``d f / d m`` (2K, T) by the hand-written backward and the fused kernel; also its squared norm."""

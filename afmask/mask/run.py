@@ -180,7 +180,7 @@ class MaskRun:
         if ahead is not None and ahead[0] == seed:
             drawn = ahead[1].result()
             if self.B.name != "numpy":  # drawn on the host ahead: the copy to the device happens here
-                return self.obj.noise_from(self.B.asarray(drawn), self.cfg.samples)
+                return self.obj.noise_from_host(drawn, self.cfg.samples)
             return drawn if self.obj.noise != "attenuate" else self.obj.noise_from(drawn, self.cfg.samples)
         return self._fresh_noise(seed)
 
@@ -510,6 +510,11 @@ class MaskRun:
             self.save_checkpoint()
             self.write_outputs(result)
         return result
+
+    def settle(self) -> None:
+        """Wait for the noise being drawn ahead, if any (a benchmark: its thread would run into the next timed work)."""
+        if self._ahead is not None:
+            self._ahead[1].result()
 
     def release(self) -> None:
         """Drop what only the iterations need (noise drawn ahead, its thread, reused workspaces); a later step redraws it."""
