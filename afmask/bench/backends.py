@@ -81,6 +81,9 @@ def run(frames: int | None = None, repeats: int = 10, samples: int = 4) -> dict:
             B = r.B
             with use_backend(name):
                 times[name].append(_timed(r.step, B.sync))
+                # the noise this run draws ahead belongs to its own next step: left running, its thread took a core
+                # from the other backend's step (ArrayFire 50.5 ms interleaved against 42.4 alone)
+                r.settle()
                 seed = 1000 + i
                 # drawn as the backend's host path draws (NumPy: into a reused buffer), so "copy" is the copy alone
                 reuse = name == "numpy"
