@@ -138,3 +138,51 @@ def test_fused_update_runs_on_arrayfire_buffers_and_equals_the_arrayfire_update(
         assert all(u is not None for u in used) if on else all(u is None for u in used)
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("S", [1, 3])
+def test_host_passes_around_the_network_give_numpys_bits(afb, monkeypatch, S):
+    """On ArrayFire's CPU backend the attenuation noise, the magnitudes with their sums, the normalised input and
+    the normalisation's backward run the extension's passes on ArrayFire's buffers: NumPy's values bit for bit,
+    and the same values as ArrayFire's own expressions (the passes turned off) to rounding."""
+    import afmask.mask.objective as objective
+    from afmask.backend import use_backend
+    from afmask.kernels import mask_step
+    from afmask.mask import MaskObjective
+    from test_mask_gradients import clean_fft, small_model
+
+    if afb.active_backend() != "cpu" or mask_step.extension() is None:
+        pytest.skip("the host passes run on ArrayFire's CPU backend, with the extension built")
+
+    def run(name, passes):
+        monkeypatch.setattr(objective, "EXT_PASSES", passes)
+        with use_backend(name):
+            B = get_backend(name)
+            obj = MaskObjective(clean_fft(), small_model(B, np.float32), "posteriors", noise="attenuate", backend=B)
+            assert (obj._af_ext() is not None) == (name == "arrayfire" and passes)
+            eps = obj.draw_noise(5, S)
+            m = B.asarray(np.asfortranarray(np.random.default_rng(2).random((2 * obj.K, obj.T)), np.float32))
+            fw = obj.forward(m, eps)
+            dy = np.random.default_rng(3).standard_normal(B.to_numpy(fw.input.array()).shape).astype(np.float32)
+            xg = obj.normalisation_backward(B.asarray(dy), fw.centred, fw.stdev, scale=float(S))
+            return [np.asarray(B.to_numpy(a)) for a in (eps, fw.mag, fw.input.array(), xg)] + [fw.f.scalar()]
+
+    host, plain, ref = run("arrayfire", True), run("arrayfire", False), run("numpy", True)
+    for name, a, p, r in zip(("noise", "magnitudes", "input", "input gradient", "f"), host, plain, ref):
+        np.testing.assert_array_equal(np.reshape(a, np.shape(r)), r, err_msg=name)
+        np.testing.assert_allclose(np.reshape(a, np.shape(p)), p, rtol=1e-5, atol=1e-6 * np.abs(p).max(), err_msg=name)
+
+
+def test_a_host_written_array_changed_by_arrayfire_is_read_afresh(afb):
+    """A view of an array only the host wrote is reused without waiting; once ArrayFire assigns into the array,
+    its next view shows ArrayFire's values."""
+    _needs_host_route(afb)
+    a, v = afb.empty_host((4, 3))
+    v[...] = 1.0
+    _, (w,) = afb.host_views(a)
+    assert w is v  # nothing to wait for
+    a[1, :] = 5.0  # an indexed assignment queued on ArrayFire's worker
+    _, (w,) = afb.host_views(a)
+    expect = np.ones((4, 3, 1, 1), np.float32)
+    expect[1] = 5.0
+    np.testing.assert_array_equal(w, expect)
