@@ -191,8 +191,7 @@ def configure(threads: Optional[int] = None, backend: Optional[str] = None) -> T
         if forced:
             kernels += f", OPENBLAS_CORETYPE={forced}"
         choice = ThreadChoice(1, f"NumPy's BLAS gives other bits on {cores} threads than on 1 here ({kernels}): one "
-                                 f"thread keeps seeded and resumed runs bit-identical; --threads N or {THREADS_ENV} "
-                                 "sets another count", fixed=True)
+                                 "thread keeps seeded and resumed runs bit-identical", fixed=True)
     else:
         ms = measure(cores)
         faster = ms[1] / ms[cores]
