@@ -186,3 +186,27 @@ def test_a_host_written_array_changed_by_arrayfire_is_read_afresh(afb):
     expect = np.ones((4, 3, 1, 1), np.float32)
     expect[1] = 5.0
     np.testing.assert_array_equal(w, expect)
+
+
+def test_empty_host_hands_an_array_out_again_only_once_nothing_holds_it(afb):
+    """empty_host reuses its arrays (a new one waits for ArrayFire's worker), but never one that a Python name,
+    another array on the same buffer or a queued ArrayFire operation still holds."""
+    _needs_host_route(afb)
+    af = afb.af
+    a, v = afb.empty_host((6, 5))
+    v[...] = 2.0
+    b, _ = afb.empty_host((6, 5))
+    assert b is not a  # a is still held
+    ident = id(a)
+    lazy = a * 3.0  # an operation on a's buffer, not yet run
+    del a, v
+    c, _ = afb.empty_host((6, 5))
+    assert id(c) != ident  # the queued operation still reads the buffer
+    af.eval(lazy)
+    af.sync()
+    np.testing.assert_array_equal(afb.to_numpy(lazy), np.full((6, 5), 6.0, np.float32))
+    del lazy, b, c
+    d, w = afb.empty_host((6, 5))
+    assert id(d) == ident  # free again: reused (the first of its shape in the pool)
+    w[...] = 1.0
+    np.testing.assert_array_equal(afb.to_numpy(d), np.ones((6, 5), np.float32))
