@@ -552,7 +552,7 @@ def run(st: Settings, log: Callable[[str], None] = print) -> dict:
     log(f"threads: {choice.threads} ({choice.reason}); PyTorch {torch.__version__} on {torch.get_num_threads()} thread(s)")
     from afmask.backend import blas_kernels
 
-    forced = os.environ.get(blas_kernels.ENV)
+    forced = None if threads.coretype_note else os.environ.get(blas_kernels.ENV)  # not afmask's own hand-on
     log(f"NumPy's OpenBLAS kernels: {threads.numpy_blas_architecture() or 'unknown'}"
         + (f" ({blas_kernels.ENV}={forced})" if forced else " (its own choice)")
         + (f"; warning: {blas_kernels.held_back()}" if blas_kernels.held_back() else ""))
