@@ -210,3 +210,14 @@ def test_empty_host_hands_an_array_out_again_only_once_nothing_holds_it(afb):
     assert id(d) == ident  # free again: reused (the first of its shape in the pool)
     w[...] = 1.0
     np.testing.assert_array_equal(afb.to_numpy(d), np.ones((6, 5), np.float32))
+
+
+def test_the_host_pool_keeps_a_bounded_number_of_bytes(afb, monkeypatch):
+    _needs_host_route(afb)
+    afb.clear_host_pool()
+    monkeypatch.setattr(afb, "HOST_POOL_BYTES", 3 * 4 * 100)  # three arrays of 100 floats
+    held = [afb.empty_host((100,))[0] for _ in range(5)]
+    assert afb._host_pool_bytes <= afb.HOST_POOL_BYTES
+    del held
+    afb.clear_host_pool()
+    assert afb._host_pool_bytes == 0 and not afb._host_pool

@@ -74,6 +74,7 @@ class ArrayFireBackend(Backend):
         self.af = af_module
         self._ones: dict = {}  # rows of ones for GEMM sums, by (length, dtype): see ones_row
         self._host_pool: dict = {}  # arrays of empty_host kept for reuse, by (dims, dtype)
+        self._host_pool_bytes = 0
 
     def _afdtype(self, dtype: Any):
         return getattr(self.af.Dtype, _NP_TO_AF[np.dtype(dtype).name])
@@ -433,9 +434,9 @@ class ArrayFireBackend(Backend):
             views.append(np.frombuffer(buf, dtype=dt).reshape(d, order="F"))
         return tuple(ready), tuple(views)
 
-    #: empty_host keeps this many arrays of one shape, and this many in all, for reuse.
+    #: empty_host keeps this many arrays of one shape for reuse, and this many bytes of them in all.
     HOST_POOL_PER_SHAPE = 6
-    HOST_POOL_MAX = 96
+    HOST_POOL_BYTES = 256 << 20
 
     def _data_refs(self, a) -> int:
         """How many arrays (and queued operations) share ``a``'s buffer (af_get_data_ref_count)."""
@@ -462,10 +463,18 @@ class ArrayFireBackend(Backend):
         # (each a round trip to ArrayFire's worker thread)
         a._afmask_host = (a.arr.value, views[0])
         if len(pool) < self.HOST_POOL_PER_SHAPE:
-            if sum(len(p) for p in self._host_pool.values()) >= self.HOST_POOL_MAX:
-                self._host_pool.clear()  # other lengths of another utterance: start again
+            size = views[0].nbytes
+            if self._host_pool_bytes + size > self.HOST_POOL_BYTES:
+                self.clear_host_pool()  # other lengths (another utterance): start again
+                pool = []
             self._host_pool.setdefault(key, pool).append(a)
+            self._host_pool_bytes += size
         return arrays[0], views[0]
+
+    def clear_host_pool(self) -> None:
+        """Let go of the arrays empty_host keeps for reuse (those still in use live on with their holders)."""
+        self._host_pool.clear()
+        self._host_pool_bytes = 0
 
     def device_info(self) -> DeviceInfo:
         info = self.af.device_info()

@@ -523,6 +523,8 @@ class MaskRun:
             self._pool.shutdown(wait=True)
             self._pool = None
         POOL.clear()
+        if hasattr(self.B, "clear_host_pool"):
+            self.B.clear_host_pool()
         return_free_memory()
 
     def _save_deferring_signals(self) -> None:
