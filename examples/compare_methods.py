@@ -79,7 +79,8 @@ def options(args) -> dict:
         "ig": {"n_steps": args.ig_steps},
         "rise": {"n_masks": args.rise_masks, "cell": (16, 8), "p_keep": 0.5},
         "extremal": {"iterations": args.extremal_iterations, "space": args.extremal_space},
-        "mask": {"config": MaskConfig.preset("default", **{"iterations": args.mask_iterations, **mask_overrides(args)})},
+        "mask": {"config": MaskConfig.preset("default", **{"iterations": args.mask_iterations, **mask_overrides(args)}),
+                 "restarts": args.mask_restarts},
         # the original C++ loop, as `--mode faithful` runs it (5000 SGD iterations)
         "faithful": {"config": MaskConfig.preset("faithful")},
     }
@@ -255,6 +256,8 @@ def main(argv=None) -> int:
     p.add_argument("--ig-steps", type=int, default=50)
     p.add_argument("--smoothgrad-samples", type=int, default=16)
     p.add_argument("--mask-iterations", type=int, default=400)
+    p.add_argument("--mask-restarts", type=int, default=1, metavar="N",
+                   help="runs of the mask method with seeds 0..N-1, their maps averaged as percentile ranks (default 1)")
     p.add_argument("--mask-set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="the mask method's settings other than the default mode's (e.g. samples=8 lambda_scale=0.05)")
     p.add_argument("--extremal-iterations", type=int, default=300)

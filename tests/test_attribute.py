@@ -284,6 +284,31 @@ def test_noise_mask_wraps_run_mask():
     assert NoiseMask(model, cfg, iterations=3).config.iterations == 3
 
 
+def test_noise_mask_restarts_average_the_runs_percentile_ranks():
+    """restarts=N: runs with the seeds seed .. seed + N - 1, each map as percentile ranks, averaged."""
+    from scipy.stats import rankdata
+
+    from afmask.attribute.noise_mask import mean_rank
+
+    model = small_model(np.float32)
+    fft = clean_fft()
+    cfg = MaskConfig.preset("default", iterations=6, samples=2, seed=5, lambda_scale=3.0)
+    a = NoiseMask(model, cfg, restarts=2).attribute(fft)
+    objective = MaskObjective(fft, model, cfg.variant, noise=cfg.noise, stats=cfg.stats)
+    maps = [run_mask(objective, cfg.replace(seed=s), progress=False).importance() for s in (5, 6)]
+    assert not np.array_equal(maps[0], maps[1])  # two seeds, two maps
+    want = (rankdata(maps[0].ravel()) + rankdata(maps[1].ravel())).reshape(maps[0].shape) / (2 * maps[0].size)
+    np.testing.assert_allclose(a.importance, want, rtol=1e-12)
+    assert a.extras["restarts"]["seeds"] == [5, 6] and a.extras["forwards"] == 2 * 6 * 2
+    assert a.settings["restarts"] == 2
+    # ranks: in (0, 1], ties share their mean rank, one map is its own ranking
+    r = mean_rank([np.array([[3.0, 1.0], [1.0, 2.0]])])
+    np.testing.assert_allclose(r, [[1.0, 0.375], [0.375, 0.75]])
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="restarts"):
+            NoiseMask(model, cfg, restarts=bad)
+
+
 # -- the shared shape -----------------------------------------------------------------------------------------
 FAST = {"smoothgrad": {"n_samples": 2}, "ig": {"n_steps": 4}, "rise": {"n_masks": 6, "cell": 3}, "mask": {"iterations": 3}}
 

@@ -83,3 +83,17 @@ def test_attribute_takes_the_extremal_masks_and_their_areas(tmp_path, linear, cl
     with pytest.raises(SystemExit) as stop:  # argparse's own one-line usage error
         main(["attribute", str(clip), "--method", "extremal", "--areas", "0.1,2", "--out", str(tmp_path / "y"), *linear])
     assert stop.value.code == 2 and "--areas takes shares in (0, 1)" in capsys.readouterr().err
+
+
+def test_attribute_averages_mask_restarts(tmp_path, clip, capsys):
+    out = tmp_path / "mask2"
+    rc = main(["attribute", str(clip), "--method", "mask", "--restarts", "2", "--iterations", "3", "--out", str(out),
+               "--model", "demo", "--no-progress", "--no-evaluation"])
+    assert rc == 0, capsys.readouterr().err
+    att = json.loads((out / "attribution.json").read_text())
+    assert att["settings"]["restarts"] == 2 and att["extras"]["restarts"]["seeds"] == [0, 1]
+    imp = np.load(out / "importance.npy")
+    assert 0 < imp.min() and imp.max() <= 1  # mean percentile ranks
+    rc = main(["attribute", str(clip), "--method", "saliency", "--restarts", "2", "--out", str(tmp_path / "s"),
+               "--model", "demo"])
+    assert rc == 2 and "--restarts does not apply to --method saliency" in capsys.readouterr().err

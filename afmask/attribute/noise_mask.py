@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Optional
 
+import numpy as np
 
 from afmask.attribute.base import Attribution, Attributor
 from afmask.attribute.target import Utterance, utterance_arrays
@@ -17,19 +18,23 @@ class NoiseMask(Attributor):
 
     name = "mask"
 
-    def __init__(self, model: Module, config: Optional[MaskConfig] = None, **overrides):
-        """``config``: the run's settings (default: the default mode's preset); ``overrides``: settings changed on it
-        (e.g. ``iterations=400``, ``seed=1``)."""
+    def __init__(self, model: Module, config: Optional[MaskConfig] = None, restarts: int = 1, **overrides):
+        """``config``: the run's settings (default: the default mode's preset); ``restarts``: runs with the seeds
+        ``seed, seed + 1, ...``, their maps averaged as percentile ranks; ``overrides``: settings changed on the
+        config (e.g. ``iterations=400``, ``seed=1``)."""
         super().__init__(model)
+        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+            raise ValueError(f"restarts must be a whole number >= 1, got {restarts!r}")
         base = config if config is not None else MaskConfig.preset("default")
         self.config = base.replace(**overrides) if overrides else base
         self.config.validate()
-        self.last_result = None  # the MaskResult of the last attribute() call (m, history, lambda)
+        self.restarts = restarts
+        self.last_result = None  # the MaskResult of the last attribute() call's last run (m, history, lambda)
 
     def settings(self) -> dict:
         """The mask run's settings, JSON-able."""
         return {"score": f"-||pre - cur||^2 ({self.config.variant}) and the regulariser", "space": "fft",
-                "config": self.config.to_dict()}
+                "config": self.config.to_dict(), "restarts": self.restarts}
 
     def attribute(self, utterance: Utterance, progress: bool = False) -> Attribution:
         """Importance (K, T) = -log of the learned noise scale per bin (small m = important), the bins at the bound
@@ -39,11 +44,25 @@ class NoiseMask(Attributor):
         cfg = self.config
         objective = MaskObjective(fft, self.model, cfg.variant, noise=cfg.noise, stats=cfg.stats, clean_input=clean_input,
                                   kernel_path=cfg.kernel_path)
-        result = run_mask(objective, cfg, progress=progress)
-        self.last_result = result
-        imp = result.importance()  # the bins at the bound ordered by the run's tie-break (tie_break = "path")
-        summary = result.summary()
-        extras = {"forwards": result.iterations * cfg.samples, "K": objective.K, "T": objective.T,
-                  "iterations": result.iterations, "converged_at": result.converged_at, "lambda": result.lam,
-                  "final": summary["final"], "kernel_path": result.kernel_path}
+        maps, runs = [], []
+        for i in range(self.restarts):
+            result = run_mask(objective, cfg.replace(seed=cfg.seed + i) if i else cfg, progress=progress)
+            maps.append(result.importance())  # the bins at the bound ordered by the run's tie-break
+            runs.append(result)
+        self.last_result = runs[-1]
+        imp = maps[0] if len(maps) == 1 else mean_rank(maps)
+        summary = runs[-1].summary()
+        extras = {"forwards": sum(r.iterations for r in runs) * cfg.samples, "K": objective.K, "T": objective.T,
+                  "iterations": runs[0].iterations, "converged_at": runs[0].converged_at, "lambda": runs[0].lam,
+                  "final": summary["final"], "kernel_path": runs[0].kernel_path}
+        if len(runs) > 1:
+            extras["restarts"] = {"seeds": [cfg.seed + i for i in range(len(runs))],
+                                  "iterations": [r.iterations for r in runs], "lambda": [r.lam for r in runs]}
         return Attribution(imp, self.name, self.settings(), time.perf_counter() - t0, extras)
+
+
+def mean_rank(maps: list) -> np.ndarray:
+    """The mean over maps (each K x T) of each point's percentile rank in its map (ties share their mean rank)."""
+    from scipy.stats import rankdata
+
+    return np.mean([rankdata(np.asarray(m, np.float64).ravel()).reshape(np.shape(m)) / np.size(m) for m in maps], axis=0)

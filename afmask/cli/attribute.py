@@ -67,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--areas", type=_areas, metavar="A,B,...", help="extremal: shares of the points kept (default "
                                                                   "0.05,0.1,0.2,0.3,0.5,0.7,0.9)")
     g.add_argument("--mode", choices=["default", "faithful"], help="mask: the MaskConfig preset (default: default)")
+    g.add_argument("--restarts", type=int, metavar="N", help="mask: runs with seeds seed .. seed + N - 1, their maps "
+                                                            "averaged as percentile ranks (default 1)")
     p.add_argument("--modes", nargs="+", choices=["zero", "noise"], default=["zero"],
                    help="stratified deletion by zeroing and/or relative noise (default: zero)")
     p.add_argument("--no-evaluation", action="store_true", help="skip the controls")
@@ -107,8 +109,13 @@ def method_options(args: argparse.Namespace) -> dict:
         opts[name] = value
     if args.mode is not None and args.method != "mask":
         raise ValueError(f"--mode does not apply to --method {args.method} (it is for mask)")
+    restarts = getattr(args, "restarts", None)
+    if restarts is not None and args.method != "mask":
+        raise ValueError(f"--restarts does not apply to --method {args.method} (it is for mask)")
     if args.method == "mask":
         opts = {"config": MaskConfig.preset(args.mode or "default", **opts)}
+        if restarts is not None:
+            opts["restarts"] = restarts
     return opts
 
 
