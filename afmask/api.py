@@ -27,7 +27,11 @@ from afmask.mask.regress import RTOL, TensorCheck, format_report, replay
 FEATURES_FILE = "features.npz"
 #: What a run leaves besides its checkpoint and config.json: removed when a new run starts in the folder, so
 #: that no file of an older run (an evaluation, a verdict, renditions) can be shown beside the new m.
-RUN_OUTPUTS = ("m.npy", "m.af", "m_last.npy", "tiebreak.npy", "summary.json", "heatmap.png", "training.png", FEATURES_FILE)
+RUN_OUTPUTS = ("m.npy", "m.af", "m_last.npy", "tiebreak.npy", "summary.json", "heatmap.png", "training.png", FEATURES_FILE,
+               "importance.npy")
+#: A run with restarts: the map (their mean percentile ranks) beside m.npy, and the other seeds' run folders.
+IMPORTANCE_FILE = "importance.npy"
+RESTARTS_DIR = "restarts"
 
 
 def _remove_stale(out: Path, fresh: bool) -> None:
@@ -44,6 +48,8 @@ def _remove_stale(out: Path, fresh: bool) -> None:
             pass
     if (out / RENDITIONS_DIR).is_dir():
         shutil.rmtree(out / RENDITIONS_DIR)
+    if fresh and (out / RESTARTS_DIR).is_dir():
+        shutil.rmtree(out / RESTARTS_DIR)
 
 
 @dataclass
@@ -141,6 +147,8 @@ def explain(
     run.start(resume)  # refuses to overwrite a run, or checks a resumed one's settings; writes config.json
     _remove_stale(out, fresh=run.iteration == 0)
     result = run.run(progress=progress)
+    if config.restarts > 1:
+        _restarts(objective, config, out, resume, progress, result)
     seg = samples[sel.start * 160 : (sel.stop - 1) * 160 + 400]
     with stage("saving the explained features"):
         save_arrays(out / FEATURES_FILE, {"fft": fft, "magnitude": mag, "samples": seg})
@@ -148,6 +156,24 @@ def explain(
     plot_mask(mag, result.m, out / "heatmap.png", title=title)
     plot_training(result.history, out / "training.png", title=title)
     return Explanation(out, result, fft, mag, seg)
+
+
+def _restarts(objective: MaskObjective, config: MaskConfig, out: Path, resume: bool, progress: bool,
+              first: MaskResult) -> None:
+    """The other seeds' runs of a run with restarts, each a run folder of its own under DIR/restarts (resumable
+    like the main one), then DIR/importance.npy: the mean of the runs' percentile ranks."""
+    from afmask.io.files import atomic_write
+    from afmask.mask.importance import mean_rank
+
+    maps = [first.importance()]
+    for i in range(1, config.restarts):
+        sub = out / RESTARTS_DIR / f"seed-{config.seed + i}"
+        sub.mkdir(parents=True, exist_ok=True)
+        run = MaskRun(objective, config.replace(seed=config.seed + i, restarts=1), sub)
+        run.start(resume)
+        maps.append(run.run(progress=progress).importance())
+    with atomic_write(out / IMPORTANCE_FILE) as f:
+        np.save(f, mean_rank(maps))
 
 
 def load_run(out: os.PathLike) -> tuple[MaskConfig, np.ndarray, dict, list]:
@@ -190,6 +216,15 @@ def load_run(out: os.PathLike) -> tuple[MaskConfig, np.ndarray, dict, list]:
             raise RunFileError(out / TIEBREAK_FILE, f"does not fit m.npy (shape {tb.shape}, expected "
                                f"{(m.shape[0] // 2, m.shape[1])}, finite)", "run `afmask explain` into the folder again")
         feats = {**feats, "tiebreak": tb}
+    if config.restarts > 1:  # the map is the restarts' mean
+        if not (out / IMPORTANCE_FILE).exists():
+            raise RunFileError(out / IMPORTANCE_FILE, f"is missing: the run has {config.restarts} restarts and its map "
+                               "is their mean", fix)
+        imp = read_npy(out / IMPORTANCE_FILE, fix)
+        if imp.shape != (m.shape[0] // 2, m.shape[1]) or not np.all(np.isfinite(imp)):
+            raise RunFileError(out / IMPORTANCE_FILE, f"does not fit m.npy (shape {imp.shape}, expected "
+                               f"{(m.shape[0] // 2, m.shape[1])}, finite)", fix)
+        feats = {**feats, "importance": imp}
     return config, m, feats, history
 
 

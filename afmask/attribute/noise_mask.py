@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-import numpy as np
 
 from afmask.attribute.base import Attribution, Attributor
 from afmask.attribute.target import Utterance, utterance_arrays
 from afmask.fl.nn import Module
 from afmask.mask import MaskConfig, MaskObjective, run_mask
+from afmask.mask.importance import mean_rank
 
 
 class NoiseMask(Attributor):
@@ -18,17 +18,18 @@ class NoiseMask(Attributor):
 
     name = "mask"
 
-    def __init__(self, model: Module, config: Optional[MaskConfig] = None, restarts: int = 1, **overrides):
+    def __init__(self, model: Module, config: Optional[MaskConfig] = None, restarts: Optional[int] = None,
+                 **overrides):
         """``config``: the run's settings (default: the default mode's preset); ``restarts``: runs with the seeds
-        ``seed, seed + 1, ...``, their maps averaged as percentile ranks; ``overrides``: settings changed on the
-        config (e.g. ``iterations=400``, ``seed=1``)."""
+        ``seed, seed + 1, ...``, their maps averaged as percentile ranks (default: the config's); ``overrides``:
+        settings changed on the config (e.g. ``iterations=400``, ``seed=1``)."""
         super().__init__(model)
-        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-            raise ValueError(f"restarts must be a whole number >= 1, got {restarts!r}")
+        if restarts is not None:
+            overrides = {**overrides, "restarts": restarts}
         base = config if config is not None else MaskConfig.preset("default")
         self.config = base.replace(**overrides) if overrides else base
         self.config.validate()
-        self.restarts = restarts
+        self.restarts = self.config.restarts
         self.last_result = None  # the MaskResult of the last attribute() call's last run (m, history, lambda)
 
     def settings(self) -> dict:
@@ -46,7 +47,7 @@ class NoiseMask(Attributor):
                                   kernel_path=cfg.kernel_path)
         maps, runs = [], []
         for i in range(self.restarts):
-            result = run_mask(objective, cfg.replace(seed=cfg.seed + i) if i else cfg, progress=progress)
+            result = run_mask(objective, cfg.replace(seed=cfg.seed + i, restarts=1), progress=progress)
             maps.append(result.importance())  # the bins at the bound ordered by the run's tie-break
             runs.append(result)
         self.last_result = runs[-1]
@@ -60,9 +61,3 @@ class NoiseMask(Attributor):
                                   "iterations": [r.iterations for r in runs], "lambda": [r.lam for r in runs]}
         return Attribution(imp, self.name, self.settings(), time.perf_counter() - t0, extras)
 
-
-def mean_rank(maps: list) -> np.ndarray:
-    """The mean over maps (each K x T) of each point's percentile rank in its map (ties share their mean rank)."""
-    from scipy.stats import rankdata
-
-    return np.mean([rankdata(np.asarray(m, np.float64).ravel()).reshape(np.shape(m)) / np.size(m) for m in maps], axis=0)

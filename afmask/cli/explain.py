@@ -47,6 +47,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=_typed("samples"), metavar="S", help="noise samples per step")
     p.add_argument("--gradient", choices=GRADIENTS, help="hand-written (verified) or autograd")
     p.add_argument("--seed", type=_typed("seed"))
+    p.add_argument("--restarts", type=_typed("restarts"), metavar="N",
+                   help="runs with seeds seed .. seed + N - 1, their maps averaged (the others in DIR/restarts)")
     p.add_argument("--checkpoint-seconds", type=_typed("checkpoint_seconds"), metavar="S",
                    help="also write a checkpoint every S seconds of running (default 60; 0: only every checkpoint_every iterations)")
     p.add_argument("--frames", type=int_pair("--frames", "START:STOP (frame numbers)"), metavar="START:STOP",
@@ -56,7 +58,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 #: The command-line option of each setting it can override (the others come from --config FILE).
 OPTIONS = {"iterations": "--iterations", "lam": "--lambda", "lr": "--lr", "variant": "--variant",
            "regularizer": "--regularizer", "parametrization": "--parametrization", "optimizer": "--optimizer",
-           "noise": "--noise", "samples": "--samples", "gradient": "--gradient", "seed": "--seed",
+           "noise": "--noise", "samples": "--samples", "gradient": "--gradient", "seed": "--seed", "restarts": "--restarts",
            "checkpoint_seconds": "--checkpoint-seconds", "stats": "--stats", "mode": "--mode"}
 
 

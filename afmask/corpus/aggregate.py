@@ -103,7 +103,10 @@ def load_runs(out: Path, utts: list[Utterance]) -> list[RunData]:
         config = _read_json(d / "config.json") or {}
         tb = d / TIEBREAK_FILE  # the bins at the bound ordered as the run ordered them, where it made a tie-break
         tiebreak = np.load(tb) if tb.is_file() and config.get("tie_break", "path") != "none" else None
-        rank = percentile_rank(importance(np.load(d / "m.npy"), tiebreak, config.get("m_max")))
+        imp_file = d / "importance.npy"  # a run with restarts: their mean percentile ranks
+        imp = np.load(imp_file) if imp_file.is_file() and config.get("restarts", 1) > 1 else \
+            importance(np.load(d / "m.npy"), tiebreak, config.get("m_max"))
+        rank = percentile_rank(imp)
         start = ((config.get("extra") or {}).get("frames") or [0])[0]
         words = []
         wf = u.words_file()

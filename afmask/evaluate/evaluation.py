@@ -84,6 +84,8 @@ def run_digests(config: MaskConfig, m: np.ndarray, feats: dict) -> dict:
     m_digest = array_digest(m)
     if feats.get("tiebreak") is not None:  # the ranking is m's and its tie-break's (tiebreak.npy)
         m_digest = hashlib.sha256(f"{m_digest};tiebreak:{array_digest(feats['tiebreak'])}".encode()).hexdigest()
+    if feats.get("importance") is not None:  # the ranking is the restarts' mean (importance.npy)
+        m_digest = hashlib.sha256(f"{m_digest};importance:{array_digest(feats['importance'])}".encode()).hexdigest()
     return {"m": m_digest, "features": f.hexdigest(), "settings": hashlib.sha256(settings.encode()).hexdigest()}
 
 
@@ -428,6 +430,10 @@ def evaluate(
     # the run's ranking: m, and the bins at the bound ordered by its tie-break where it made one (tiebreak.npy)
     tiebreak = feats.get("tiebreak") if config.tie_break != "none" else None
     imp = importance(m, tiebreak, config.m_max)
+    if feats.get("importance") is not None:  # several restarts: their mean percentile ranks (importance.npy)
+        imp = np.asarray(feats["importance"], np.float64)
+        if imp.shape != mag.shape:
+            raise ValueError(f"the run's importance {imp.shape} does not match its magnitudes {mag.shape}")
     grid = percent_grid(settings.step)
     if 50.0 not in grid:
         raise ValueError(f"the curve grid must hold 50 % for the half verdict; step {settings.step} does not give it")

@@ -25,6 +25,7 @@ from afmask.evaluate.importance import importance
 from afmask.fl import Variable
 from afmask.fl.nn import Module, Sequential
 from afmask.mask import MaskConfig, MaskObjective, run_mask
+from afmask.mask.importance import mean_rank
 
 
 def parameter_layers(model: Module) -> list[Module]:
@@ -136,12 +137,16 @@ def spearman(a: np.ndarray, b: np.ndarray) -> Optional[float]:
 
 
 def explain_importance(fft: np.ndarray, clean_input: np.ndarray, model: Module, config: MaskConfig) -> np.ndarray:
-    """Importance (K, T) of a short mask run (no files) of ``model`` on the clean FFT, from its last m."""
+    """Importance (K, T) of a short mask run (no files) of ``model`` on the clean FFT, from its last m; with
+    ``config.restarts`` > 1 the runs' maps averaged as percentile ranks, as the run's own map is."""
     objective = MaskObjective(fft, model, config.variant, noise=config.noise, stats=config.stats,
                               clean_input=clean_input, kernel_path=config.kernel_path)
-    result = run_mask(objective, config, None, progress=False)
-    # the last m (no early stop here), the bins at the bound ordered by the run's tie-break as the run's own map is
-    return importance(result.m_last, result.tiebreak, config.m_max)
+    maps = []
+    for i in range(config.restarts):
+        result = run_mask(objective, config.replace(seed=config.seed + i, restarts=1), None, progress=False)
+        # the last m (no early stop here), the bins at the bound ordered by the run's tie-break as the run's own map is
+        maps.append(importance(result.m_last, result.tiebreak, config.m_max))
+    return maps[0] if len(maps) == 1 else mean_rank(maps)
 
 
 def sanity_check(

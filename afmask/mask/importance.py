@@ -55,3 +55,12 @@ def importance(m: np.ndarray, tiebreak: Optional[np.ndarray] = None, m_max: Opti
         levels, rank = np.unique(key[at], return_inverse=True)
         imp[at] = -math.log(float(m_max)) - 2.0 + (rank.ravel() + 1.0) / levels.size
     return imp
+
+
+def mean_rank(maps: list) -> np.ndarray:
+    """The mean over maps (each K x T) of each point's percentile rank in its map (ties share their mean rank)."""
+    from scipy.stats import rankdata
+
+    if not maps:
+        raise ValueError("mean_rank needs at least one map")
+    return np.mean([rankdata(np.asarray(m, np.float64).ravel()).reshape(np.shape(m)) / np.size(m) for m in maps], axis=0)
