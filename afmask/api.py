@@ -170,6 +170,7 @@ def _restarts(objective: MaskObjective, config: MaskConfig, out: Path, resume: b
         sub = out / RESTARTS_DIR / f"seed-{config.seed + i}"
         sub.mkdir(parents=True, exist_ok=True)
         run = MaskRun(objective, config.replace(seed=config.seed + i, restarts=1), sub)
+        run.notify = lambda _: None  # the first run's estimate of the time left covered this one
         run.start(resume)
         maps.append(run.run(progress=progress).importance())
     with atomic_write(out / IMPORTANCE_FILE) as f:
@@ -198,6 +199,7 @@ def load_run(out: os.PathLike) -> tuple[MaskConfig, np.ndarray, dict, list]:
     try:
         if not isinstance(doc, dict):
             raise ValueError(f"expected a JSON object of settings, got {type(doc).__name__}")
+        doc.setdefault("restarts", 1)  # a run from before the setting: one run
         config = MaskConfig.from_dict(doc, source=os.fspath(out / "config.json"))
     except (ValueError, TypeError, KeyError) as e:
         raise RunFileError(out / "config.json", f"holds settings afmask cannot use ({e})", fix) from None

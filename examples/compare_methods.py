@@ -256,8 +256,9 @@ def main(argv=None) -> int:
     p.add_argument("--ig-steps", type=int, default=50)
     p.add_argument("--smoothgrad-samples", type=int, default=16)
     p.add_argument("--mask-iterations", type=int, default=400)
-    p.add_argument("--mask-restarts", type=int, default=1, metavar="N",
-                   help="runs of the mask method with seeds 0..N-1, their maps averaged as percentile ranks (default 1)")
+    p.add_argument("--mask-restarts", type=int, default=None, metavar="N",
+                   help="runs of the mask method with seeds 0..N-1, their maps averaged as percentile ranks (default: "
+                        "the default mode's)")
     p.add_argument("--mask-set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="the mask method's settings other than the default mode's (e.g. samples=8 lambda_scale=0.05)")
     p.add_argument("--extremal-iterations", type=int, default=300)

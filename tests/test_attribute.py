@@ -273,7 +273,7 @@ def test_noise_mask_wraps_run_mask():
 
     model = small_model(np.float32)
     fft = clean_fft()
-    cfg = MaskConfig.preset("default", iterations=6, samples=2, seed=5)
+    cfg = MaskConfig.preset("default", iterations=6, samples=2, seed=5, restarts=1)  # one run, as run_mask makes
     method = NoiseMask(model, cfg)
     a = method.attribute(fft)
     objective = MaskObjective(fft, model, cfg.variant, noise=cfg.noise, stats=cfg.stats)

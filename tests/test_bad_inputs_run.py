@@ -299,7 +299,8 @@ def test_checkpoints_every_n_seconds(tmp_path, capsys, monkeypatch, seconds, sav
     monkeypatch.setattr(MaskRun, "save_checkpoint", lambda self: calls.append(self.iteration) or real(self))
     cfg = tmp_path / "s.json"
     cfg.write_text(json.dumps({"checkpoint_seconds": seconds, "checkpoint_every": 1000}))
-    assert main(explain_argv(tmp_path / "run", "--config", str(cfg), *QUICK)) == 0, capsys.readouterr().err
+    assert main(explain_argv(tmp_path / "run", "--config", str(cfg), "--restarts", "1", *QUICK)) == 0, \
+        capsys.readouterr().err
     assert len(calls) == saves  # one per iteration (time) or none, plus the final one
 
 

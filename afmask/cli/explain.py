@@ -109,6 +109,10 @@ def print_summary(expl) -> None:
           f"({1000 * s['seconds_per_iteration']:.1f} ms/iteration, kernel path {r.kernel_path})")
     print(f"  lambda {r.lam:.4g}; final loss {final['total']:.5g} = f {final['f_term']:.5g} + regulariser {final['reg_term']:.5g}")
     print(f"  m: mean {final['m_mean']:.4g}, variance {final['m_var']:.4g}; result from iteration {r.best_iteration}")
+    if r.config.restarts > 1:
+        seeds = f"{r.config.seed + 1}..{r.config.seed + r.config.restarts - 1}"
+        print(f"  the map: the mean percentile ranks of {r.config.restarts} runs (importance.npy; the runs of seeds "
+              f"{seeds} in {expl.out}/restarts/), so the explanation took about {r.config.restarts}x the above")
     print(f"  written to {expl.out}/")
 
 

@@ -454,13 +454,16 @@ class MaskRun:
         if self.estimate or not rows or (done < 3 and rows[-1]["seconds"] < 5.0 and self.iteration < self.cfg.iterations):
             return
         per = float(np.median([r["seconds"] for r in rows]))
-        left = self.cfg.iterations - self.iteration
+        # with restarts the other seeds' runs follow this one (afmask.api.explain): the estimate covers them too
+        left = self.cfg.iterations - self.iteration + (self.cfg.restarts - 1) * self.cfg.iterations
         self.estimate = {"seconds_per_iteration": per, "iterations_left": left, "seconds_left": per * left}
         if per * left > LONG_RUN_SECONDS:
+            runs = f" in {self.cfg.restarts} runs" if self.cfg.restarts > 1 else ""
             self.notify(
                 f"afmask {self.cfg.mode}: this run will take about {_duration(per * left)} ({per:.3g} s per iteration, "
-                f"{left} iterations left{', fewer if it converges' if self.cfg.early_stop else ''}); to finish sooner "
-                "lower --iterations or explain fewer --frames; Ctrl-C stops it with a checkpoint to --resume from"
+                f"{left} iterations left{runs}{', fewer if it converges' if self.cfg.early_stop else ''}); to finish "
+                "sooner lower --iterations or --restarts or explain fewer --frames; Ctrl-C stops it with a checkpoint "
+                "to --resume from"
             )
 
     def run(self, progress: bool = True) -> MaskResult:
@@ -586,8 +589,8 @@ class MaskRun:
             raise RunFileError(path, f"is not an afmask checkpoint or is damaged ({e})", fix) from None
         saved = dict(meta["config"])
         now = self.cfg.to_dict()
-        # a setting added since the checkpoint was written counts as its default
-        defaults = MaskConfig.preset(saved.get("mode", now["mode"])).to_dict()
+        # a setting added since the checkpoint was written counts as its default (restarts: one run, as then)
+        defaults = {**MaskConfig.preset(saved.get("mode", now["mode"])).to_dict(), "restarts": 1}
         diff = [k for k in now if k not in RESUMABLE and saved.get(k, defaults.get(k)) != now[k]]
         if diff:
             raise ValueError(
