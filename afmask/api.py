@@ -27,11 +27,11 @@ from afmask.mask.regress import RTOL, TensorCheck, format_report, replay
 FEATURES_FILE = "features.npz"
 #: What a run leaves besides its checkpoint and config.json: removed when a new run starts in the folder, so
 #: that no file of an older run (an evaluation, a verdict, renditions) can be shown beside the new m.
-RUN_OUTPUTS = ("m.npy", "m.af", "m_last.npy", "tiebreak.npy", "summary.json", "heatmap.png", "training.png", FEATURES_FILE,
-               "importance.npy")
 #: A run with restarts: the map (their mean percentile ranks) beside m.npy, and the other seeds' run folders.
 IMPORTANCE_FILE = "importance.npy"
 RESTARTS_DIR = "restarts"
+RUN_OUTPUTS = ("m.npy", "m.af", "m_last.npy", "tiebreak.npy", "summary.json", "heatmap.png", "training.png", FEATURES_FILE,
+               IMPORTANCE_FILE)
 
 
 def _remove_stale(out: Path, fresh: bool) -> None:

@@ -654,7 +654,10 @@ def run_mask(
     resume: bool = False,
     progress: bool = True,
 ) -> MaskResult:
-    """Learn the noise scale m for ``objective`` with ``config``; with ``out_dir``, write checkpoints and outputs there."""
+    """Learn the noise scale m for ``objective`` with ``config``; with ``out_dir``, write checkpoints and outputs there.
+
+    One run, of ``config.seed``: the other seeds of ``config.restarts`` are run by afmask.api.explain, NoiseMask and
+    the evaluation's re-explanations, which average the maps."""
     run = MaskRun(objective, config, out_dir)
     run.start(resume)
     return run.run(progress=progress)
