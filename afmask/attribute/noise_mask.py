@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-
 from afmask.attribute.base import Attribution, Attributor
 from afmask.attribute.target import Utterance, utterance_arrays
 from afmask.fl.nn import Module
@@ -30,7 +29,7 @@ class NoiseMask(Attributor):
         self.config = base.replace(**overrides) if overrides else base
         self.config.validate()
         self.restarts = self.config.restarts
-        self.last_result = None  # the MaskResult of the last attribute() call's last run (m, history, lambda)
+        self.last_result = None  # the MaskResult of the last attribute() call's run of config.seed (m, history, lambda)
 
     def settings(self) -> dict:
         """The mask run's settings, JSON-able."""
@@ -50,9 +49,9 @@ class NoiseMask(Attributor):
             result = run_mask(objective, cfg.replace(seed=cfg.seed + i, restarts=1), progress=progress)
             maps.append(result.importance())  # the bins at the bound ordered by the run's tie-break
             runs.append(result)
-        self.last_result = runs[-1]
+        self.last_result = runs[0]
         imp = maps[0] if len(maps) == 1 else mean_rank(maps)
-        summary = runs[-1].summary()
+        summary = runs[0].summary()
         extras = {"forwards": sum(r.iterations for r in runs) * cfg.samples, "K": objective.K, "T": objective.T,
                   "iterations": runs[0].iterations, "converged_at": runs[0].converged_at, "lambda": runs[0].lam,
                   "final": summary["final"], "kernel_path": runs[0].kernel_path}
