@@ -166,10 +166,10 @@ def _restarts(objective: MaskObjective, config: MaskConfig, out: Path, resume: b
     from afmask.mask.importance import mean_rank
 
     maps = [first.importance()]
-    for i in range(1, config.restarts):
-        sub = out / RESTARTS_DIR / f"seed-{config.seed + i}"
+    for cfg in config.restart_configs()[1:]:
+        sub = out / RESTARTS_DIR / f"seed-{cfg.seed}"
         sub.mkdir(parents=True, exist_ok=True)
-        run = MaskRun(objective, config.replace(seed=config.seed + i, restarts=1), sub)
+        run = MaskRun(objective, cfg, sub)
         run.notify = lambda _: None  # the first run's estimate of the time left covered this one
         run.start(resume)
         maps.append(run.run(progress=progress).importance())

@@ -44,11 +44,8 @@ class NoiseMask(Attributor):
         cfg = self.config
         objective = MaskObjective(fft, self.model, cfg.variant, noise=cfg.noise, stats=cfg.stats, clean_input=clean_input,
                                   kernel_path=cfg.kernel_path)
-        maps, runs = [], []
-        for i in range(self.restarts):
-            result = run_mask(objective, cfg.replace(seed=cfg.seed + i, restarts=1), progress=progress)
-            maps.append(result.importance())  # the bins at the bound ordered by the run's tie-break
-            runs.append(result)
+        runs = [run_mask(objective, c, progress=progress) for c in cfg.restart_configs()]
+        maps = [r.importance() for r in runs]  # the bins at the bound ordered by each run's tie-break
         self.last_result = runs[0]
         imp = maps[0] if len(maps) == 1 else mean_rank(maps)
         summary = runs[0].summary()
@@ -56,7 +53,7 @@ class NoiseMask(Attributor):
                   "iterations": runs[0].iterations, "converged_at": runs[0].converged_at, "lambda": runs[0].lam,
                   "final": summary["final"], "kernel_path": runs[0].kernel_path}
         if len(runs) > 1:
-            extras["restarts"] = {"seeds": [cfg.seed + i for i in range(len(runs))],
+            extras["restarts"] = {"seeds": [c.seed for c in cfg.restart_configs()],
                                   "iterations": [r.iterations for r in runs], "lambda": [r.lam for r in runs]}
         return Attribution(imp, self.name, self.settings(), time.perf_counter() - t0, extras)
 

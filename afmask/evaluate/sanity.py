@@ -142,8 +142,8 @@ def explain_importance(fft: np.ndarray, clean_input: np.ndarray, model: Module, 
     objective = MaskObjective(fft, model, config.variant, noise=config.noise, stats=config.stats,
                               clean_input=clean_input, kernel_path=config.kernel_path)
     maps = []
-    for i in range(config.restarts):
-        result = run_mask(objective, config.replace(seed=config.seed + i, restarts=1), None, progress=False)
+    for cfg in config.restart_configs():
+        result = run_mask(objective, cfg, None, progress=False)
         # the last m (no early stop here), the bins at the bound ordered by the run's tie-break as the run's own map is
         maps.append(importance(result.m_last, result.tiebreak, config.m_max))
     return maps[0] if len(maps) == 1 else mean_rank(maps)

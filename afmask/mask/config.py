@@ -359,6 +359,10 @@ class MaskConfig:
             base = cls()
         return base.replace(**overrides)
 
+    def restart_configs(self) -> list:
+        """The settings of each of the ``restarts`` runs: seeds seed, seed + 1, ..., each one run."""
+        return [self.replace(seed=self.seed + i, restarts=1) for i in range(self.restarts)]
+
     def replace(self, **overrides: Any) -> "MaskConfig":
         """A copy with some settings changed (checked: ConfigError naming the first bad one)."""
         names = {f.name for f in dataclasses.fields(self)}
