@@ -132,6 +132,10 @@ class MaskObjective:
             self.kernel_path = "generic"
         else:
             self.kernel_path = mask_step.best_path(self.B.name) if kernel_path == "auto" else kernel_path
+        # whether the extension's passes may run on ArrayFire's buffers (fixed for the objective's life: asking
+        # ArrayFire for its active backend at every pass of every iteration was a call into it each time)
+        self._af_host = (self.kernel_path == "ext" and self.B.name == "arrayfire" and self.dtype == np.float32
+                         and stats != "arrayfire_cpu" and self.B.active_backend() == "cpu")
         if self._af_ext() is not None:
             # in a buffer only the host writes: the host passes read it without waiting for ArrayFire
             self.x, xv = self.B.empty_host(host.shape)
@@ -333,11 +337,7 @@ class MaskObjective:
     def _af_ext(self) -> Any:
         """The extension, where its passes may run on this objective's ArrayFire arrays in place (the CPU backend,
         whose buffers are host memory; float32, the ext path, NumPy statistics); else None."""
-        B = self.B
-        if (not EXT_PASSES or self.kernel_path != "ext" or B.name != "arrayfire" or self.dtype != np.float32
-                or self.stats == "arrayfire_cpu" or B.active_backend() != "cpu"):
-            return None
-        return mask_step.extension()
+        return mask_step.extension() if EXT_PASSES and self._af_host else None
 
     def _af_magnitudes_stats(self, ext: Any, m: Any, eps: Any) -> tuple[Any, tuple]:
         """:meth:`_magnitudes_stats` on ArrayFire's CPU backend: the extension's pass on its buffers."""
