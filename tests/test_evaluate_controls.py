@@ -98,6 +98,15 @@ def test_the_true_map_beats_random_and_its_time_shifted_copies_within_energy_dec
     assert not wrong["passes"]["beats_shifted"] and wrong["verdict"].startswith("WARNING: fails")
 
 
+def test_the_true_map_passes_deletion_by_drop_noise_and_the_control_says_which_noise(utterance):
+    T = utterance["fft"].shape[1]
+    res = stratified_deletion(utterance["fft"], window_model(T), truth_map(T), fractions=(0.02, 0.05), seeds=(0, 1),
+                              modes=("noise",), kinds=("deletion",), noise_kind="drop", noise_level=1.0)
+    assert res["noise"].startswith("drop:")
+    d = res["modes"]["noise"]["deletion"]
+    assert d["passes"]["cer_clean"]["beats_random"] and d["diff"]["most-random"]["cer_clean"] > 0, d["diff"]
+
+
 def test_stratified_deletion_refuses_a_map_of_the_wrong_shape(utterance):
     T = utterance["fft"].shape[1]
     with pytest.raises(ValueError, match="importance map must be"):
@@ -364,5 +373,8 @@ def test_attenuation_deletion_noise_only_attenuates_each_bin():
     ratio = got / mag
     assert ratio.min() >= 0 and ratio.max() <= 1 and ratio.std() > 0.1  # random scaling between deleted and intact
     assert np.array_equal(got, noisy_magnitude(fft, level=1.0, seed=2, kind="attenuate"))
+    dropped = noisy_magnitude(fft, level=0.8, seed=2, kind="drop") / mag
+    kept = np.isclose(dropped, 1.0, atol=1e-5)
+    assert np.all(kept | np.isclose(dropped, 0.2, atol=1e-5)) and 0.2 < kept.mean() < 0.8  # intact or scaled by 1 - level
     with pytest.raises(ValueError, match="attenuate"):
         noisy_magnitude(fft, kind="loud")

@@ -38,7 +38,7 @@ def setup(backend, variant, noise="absolute", samples=1, dtype=np.float64, seed=
 
 
 @pytest.mark.parametrize("variant", ["letters", "pitfall", "posteriors"])
-@pytest.mark.parametrize("noise,samples", [("absolute", 1), ("relative", 3), ("attenuate", 2)])
+@pytest.mark.parametrize("noise,samples", [("absolute", 1), ("relative", 3), ("attenuate", 2), ("drop", 3)])
 def test_hand_gradient_equals_autograd_and_finite_differences(backend, variant, noise, samples):
     obj, eps, m = setup(backend, variant, noise, samples)
     fw = obj.forward(m, eps)
@@ -57,7 +57,7 @@ def test_hand_gradient_equals_autograd_and_finite_differences(backend, variant, 
     assert report.passed, str(report)
 
 
-@pytest.mark.parametrize("variant,noise,samples", [("letters", "absolute", 1), ("pitfall", "absolute", 1), ("posteriors", "relative", 3), ("posteriors", "attenuate", 2)])
+@pytest.mark.parametrize("variant,noise,samples", [("letters", "absolute", 1), ("pitfall", "absolute", 1), ("posteriors", "relative", 3), ("posteriors", "attenuate", 2), ("posteriors", "drop", 3)])
 def test_float32_fused_kernel_matches_float64(backend, variant, noise, samples):
     if backend.name != "numpy":
         pytest.skip("the float32/float64 comparison runs on the numpy backend")

@@ -23,7 +23,7 @@ def _objective(backend, noise="attenuate"):
     return MaskObjective(clean_fft(), small_model(backend, np.float32), "posteriors", noise=noise, backend=backend)
 
 
-@pytest.mark.parametrize("noise", ["attenuate", "relative"])
+@pytest.mark.parametrize("noise", ["attenuate", "drop", "relative"])
 def test_samples_in_several_passes_give_the_one_pass_result(backend, monkeypatch, noise):
     obj = _objective(backend, noise)
     eps = obj.draw_noise(5, samples=5)
@@ -40,10 +40,10 @@ def test_samples_in_several_passes_give_the_one_pass_result(backend, monkeypatch
 
 
 def test_noise_from_its_random_numbers_is_the_noise(backend):
-    for noise in ("attenuate", "relative", "absolute"):
+    for noise in ("attenuate", "drop", "relative", "absolute"):
         obj = _objective(backend, noise)
         raw = obj.draw_raw(9, 3)
-        assert backend.dims(raw)[0] == (obj.K if noise == "attenuate" else 2 * obj.K)
+        assert backend.dims(raw)[0] == (obj.K if noise in ("attenuate", "drop") else 2 * obj.K)
         np.testing.assert_array_equal(backend.to_numpy(obj.noise_from(raw, 3)), backend.to_numpy(obj.draw_noise(9, 3)))
     obj = _objective(backend, "attenuate")
     eps, u = backend.to_numpy(obj.draw_noise(2, 2)), backend.to_numpy(obj.draw_raw(2, 2))
@@ -53,11 +53,11 @@ def test_noise_from_its_random_numbers_is_the_noise(backend):
     np.testing.assert_array_equal(eps[1::2], -u * x[1::2, :, None])
 
 
-@pytest.mark.parametrize("samples,per", [(5, 2), (4, 1), (3, 3)])
-def test_noise_made_pass_by_pass_is_the_whole_draw(samples, per):
+@pytest.mark.parametrize("samples,per,noise", [(5, 2, "attenuate"), (4, 1, "attenuate"), (3, 3, "attenuate"), (5, 2, "drop")])
+def test_noise_made_pass_by_pass_is_the_whole_draw(samples, per, noise):
     from afmask.mask.objective import NoiseParts
 
-    obj = _objective(get_backend("numpy"))
+    obj = _objective(get_backend("numpy"), noise)
     whole = obj.draw_noise(11, samples)
     whole = whole[:, :, None] if whole.ndim == 2 else whole
     got, s0 = [], 0

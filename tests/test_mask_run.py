@@ -156,7 +156,7 @@ def test_m_stays_below_its_bound(backend, parametrization):
     assert np.max(np.abs(result.m_last)) > 0.4  # the regulariser pushed m up to the bound
 
 
-@pytest.mark.parametrize("noise", ["absolute", "attenuate"])
+@pytest.mark.parametrize("noise", ["absolute", "attenuate", "drop"])
 def test_noise_drawn_ahead_equals_noise_drawn_in_place(backend, noise, monkeypatch):
     """The background draw (on the host, on every backend) gives the very numbers of the same seed drawn in place."""
     from afmask.backend import threads
@@ -177,3 +177,15 @@ def test_noise_is_drawn_in_place_when_blas_takes_every_core(monkeypatch):
     r = MaskRun(objective(get_backend("numpy")), MaskConfig.preset("default", samples=2, iterations=3))
     r.prefetch_noise(11)
     assert r._ahead is None and r._pool is None
+
+
+def test_a_drop_noise_run_is_seeded_bounded_and_not_the_attenuation_run(backend, tmp_path):
+    cfg = MaskConfig.preset("default", noise="drop", iterations=6, samples=2, early_stop=False)
+    a = run_mask(objective(backend, "posteriors", "drop"), cfg, tmp_path / "a", progress=False)
+    b = run_mask(objective(backend, "posteriors", "drop"), cfg, tmp_path / "b", progress=False)
+    np.testing.assert_array_equal(a.m_last, b.m_last)
+    assert 0 < a.m_last.min() and a.m_last.max() <= 1 + 1e-6
+    att = run_mask(objective(backend, "posteriors", "attenuate"), cfg.replace(noise="attenuate"), tmp_path / "c",
+                   progress=False)
+    assert not np.array_equal(a.m_last, att.m_last)
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["noise"] == "drop"

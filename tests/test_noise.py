@@ -110,6 +110,24 @@ def test_seeded_default_run_agrees_with_numpy(name):
     assert rel <= 1e-3, f"{name}: max|m - m_numpy| / max|m_numpy| = {rel:.3g} after 20 iterations"
 
 
+def test_drop_noise_keeps_or_scales_each_bin_by_one_minus_m_from_the_uniform_draw(backend):
+    from afmask.mask import MaskObjective
+    from afmask.mask.noise import host_uniform
+    from afmask.model import demo_model
+
+    fft = np.random.default_rng(4).standard_normal((2 * 257, 40)).astype(np.float32)
+    obj = MaskObjective(fft, demo_model(), "posteriors", noise="drop", backend=backend)
+    eps = backend.to_numpy(obj.draw_noise(7, 3))
+    u = -eps / fft[:, :, None]
+    np.testing.assert_allclose(u[0::2], u[1::2], rtol=0, atol=1e-6)  # one factor per bin
+    want = (host_uniform(257, 40, 3, 7) < 0.5).astype(np.float32)  # the attenuation draw's numbers, cut at 1/2
+    np.testing.assert_allclose(u[0::2], want, rtol=0, atol=1e-6)
+    assert 0.45 < want.mean() < 0.55
+    # what the device generator gives is also 0 or 1 per bin
+    raw = backend.to_numpy(obj.draw_raw(7, 3, "device"))
+    assert set(np.unique(raw)) <= {0.0, 1.0} and 0.4 < raw.mean() < 0.6
+
+
 def test_attenuation_noise_scales_each_bin_by_one_factor_in_unit_interval():
     from afmask.mask import MaskObjective
     from afmask.model import demo_model

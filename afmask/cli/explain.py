@@ -43,7 +43,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--regularizer", choices=REGULARIZERS)
     p.add_argument("--parametrization", choices=PARAMETRIZATIONS)
     p.add_argument("--optimizer", choices=OPTIMIZERS)
-    p.add_argument("--noise", choices=NOISES, help="absolute (as the original) or relative to each bin's magnitude")
+    p.add_argument("--noise", choices=NOISES, help="absolute (as the original), relative to each bin's magnitude, attenuate (scaled by 1 - m*U(0, 1)) or drop (by 1 - m or 1)")
     p.add_argument("--samples", type=_typed("samples"), metavar="S", help="noise samples per step")
     p.add_argument("--gradient", choices=GRADIENTS, help="hand-written (verified) or autograd")
     p.add_argument("--seed", type=_typed("seed"))

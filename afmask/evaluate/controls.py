@@ -37,6 +37,7 @@ import numpy as np
 
 from afmask.fl.nn import Module
 from afmask.io.files import json_safe
+from afmask.mask.config import ATTENUATIONS
 
 #: The default deletion fractions (of every energy stratum).
 FRACTIONS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -151,15 +152,16 @@ def _magnitude_of(fft: np.ndarray) -> np.ndarray:
 
 def noisy_magnitude(fft: np.ndarray, level: float = NOISE_LEVEL, seed: int = 0, kind: str = "relative") -> np.ndarray:
     """Magnitudes (K, T) float32 of the whole FFT perturbed once: ``kind`` "relative", ``x + eps*|x_k|*level`` with
-    eps ~ N(0, 1) per Re and Im, or "attenuate", ``x_k * (1 - level*u_k)`` with u_k ~ U(0, 1) per bin (the mask's
-    own perturbations at noise scale ``level``)."""
+    eps ~ N(0, 1) per Re and Im, "attenuate", ``x_k * (1 - level*u_k)`` with u_k ~ U(0, 1) per bin, or "drop", the same
+    with u_k = 0 or 1 (the mask's own perturbations at noise scale ``level``)."""
     f = np.asarray(fft, dtype=np.float64)
     mag = np.sqrt(f[0::2] ** 2 + f[1::2] ** 2)
-    if kind == "attenuate":
+    if kind in ATTENUATIONS:
         u = np.random.default_rng([seed, 13]).random(mag.shape)
+        u = (u < 0.5).astype(np.float64) if kind == "drop" else u
         return (mag * np.abs(1.0 - float(level) * u)).astype(np.float32)
     if kind != "relative":
-        raise ValueError(f"the deletion noise must be 'relative' or 'attenuate', got {kind!r}")
+        raise ValueError(f"the deletion noise must be 'relative', 'attenuate' or 'drop', got {kind!r}")
     eps = np.random.default_rng([seed, 13]).standard_normal(f.shape)
     scale = np.repeat(mag, 2, axis=0) * float(level)
     g = f + eps * scale
@@ -214,7 +216,7 @@ def stratified_deletion(
     differences (most - random, least - random, most - shifted) and a verdict line per mode and kind.
 
     ``fractions``: shares of every stratum (0 < x <= 1); ``seeds``: random selections; ``shifts``: fractions of
-    T the map is rolled by; ``modes``: "zero" and/or "noise" (``noise_kind`` "relative" or "attenuate" at
+    T the map is rolled by; ``modes``: "zero" and/or "noise" (``noise_kind`` "relative", "attenuate" or "drop" at
     ``noise_level``: the method's own perturbation); ``scorer``: a
     ready :class:`afmask.evaluate.scoring.Scorer` of the same utterance and model (else one is built).
     """
@@ -306,9 +308,9 @@ def stratified_deletion(
         "seeds": [int(s) for s in seeds],
         "shift_frames": shift_frames,
         "noise_level": float(noise_level),
-        "noise": ("relative: x + eps*|x_k|*level on the deleted points, eps ~ N(0, 1) per Re and Im, one draw"
-                  if noise_kind == "relative" else
-                  "attenuate: x_k*(1 - level*u_k) on the deleted points, u_k ~ U(0, 1) per bin, one draw"),
+        "noise": {"relative": "relative: x + eps*|x_k|*level on the deleted points, eps ~ N(0, 1) per Re and Im, one draw",
+                  "attenuate": "attenuate: x_k*(1 - level*u_k) on the deleted points, u_k ~ U(0, 1) per bin, one draw",
+                  "drop": "drop: x_k*(1 - level*u_k) on the deleted points, u_k = 0 or 1 per bin, one draw"}[noise_kind],
         "auc": "trapezoidal area over x in [0, x_max] divided by x_max (the mean score over the range)",
         "metric": metric,
         "clean_text": scorer.clean_text,

@@ -48,6 +48,7 @@ from afmask.evaluate.scoring import Scorer, normalise
 from afmask.fl.nn import Module
 from afmask.io.files import in_stage, json_safe
 from afmask.mask import MaskConfig
+from afmask.mask.config import ATTENUATIONS
 from afmask.mask.importance import at_bound
 
 EVALUATION_FILE = "evaluation.json"
@@ -548,7 +549,7 @@ def _controls(config: MaskConfig, fft, mag, model: Module, imp, scorer: Scorer, 
                            seeds=tuple(settings.seed + i for i in range(settings.control_seeds)),
                            noise_level=level, seed=settings.seed, scorer=scorer,
                            # deletion by the run's own perturbation: attenuation for the default mode
-                           noise_kind="attenuate" if config.noise == "attenuate" else "relative")
+                           noise_kind=config.noise if config.noise in ATTENUATIONS else "relative")
     if settings.randomisation:
         cfg = short_config(config, settings.randomisation_iterations, settings.randomisation_samples)
 

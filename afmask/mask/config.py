@@ -21,7 +21,9 @@ VARIANTS = ("letters", "pitfall", "posteriors")
 REGULARIZERS = ("log_norm", "mean_log")
 PARAMETRIZATIONS = ("raw", "abs", "softplus", "exp")
 OPTIMIZERS = ("sgd", "adam")
-NOISES = ("absolute", "relative", "attenuate")
+NOISES = ("absolute", "relative", "attenuate", "drop")
+#: the noises that scale each bin's magnitude by (1 - m*u) instead of adding to it
+ATTENUATIONS = ("attenuate", "drop")
 GRADIENTS = ("hand", "autograd")
 STATS = ("float64", "arrayfire_cpu")
 ACCUMULATIONS = ("float64", "float32")
@@ -293,7 +295,9 @@ class MaskConfig:
     #: x~_k = x_k * (1 - m_k*u_k), u_k ~ U(0, 1) per bin (shared by its Re and Im rows, so only the magnitude
     #: changes): m = 1 means the point may be scaled anywhere between intact and deleted. Relative noise mostly
     #: amplifies once m > 1, and tolerating amplification did not predict what deleting a point does (within
-    #: equal-loudness strata its least-important points hurt more than random ones); attenuation does.
+    #: equal-loudness strata its least-important points hurt more than random ones); attenuation does. "drop": the
+    #: same with u_k = 0 or 1, probability 1/2 each: a point at m = 1 is kept or deleted outright, the deletion the
+    #: controls test, where U(0, 1) never deletes it (it scales it by 1/2 on average).
     noise: str = "attenuate"
     #: noise samples per step, batched.
     samples: int = 4

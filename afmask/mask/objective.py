@@ -29,7 +29,7 @@ from afmask.fl import Variable, seq, span
 from afmask.fl.nn import Module
 from afmask.kernels import mask_step
 from afmask.mask import noise
-from afmask.mask.config import NOISES
+from afmask.mask.config import ATTENUATIONS, NOISES
 from afmask.mask.postprocess import postprocess
 
 #: Frames times samples one network pass takes at most: past it a longer batch only adds memory (the GEMMs are
@@ -122,6 +122,8 @@ class MaskObjective:
         threads.ensure(self.B.name)  # afmask's BLAS/OpenMP threads, chosen once per process (one on ArrayFire)
         self.model = model
         self.variant, self.noise, self.stats = variant, noise, stats
+        #: whether the noise scales each bin's magnitude by (1 - m*u): u ~ U(0, 1) ("attenuate") or 0/1 ("drop")
+        self.attenuates = noise in ATTENUATIONS
         self.K, self.T = fft.shape[0] // 2, fft.shape[1]
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
@@ -169,16 +171,16 @@ class MaskObjective:
     @property
     def noise_scale(self) -> Any:
         """What the random numbers are multiplied by (2K, T): None (absolute), |x_k| (relative), -x (attenuate)."""
-        if self._noise_scale is None and self.noise == "attenuate":
+        if self._noise_scale is None and self.attenuates:
             self._noise_scale = fortran(self.B, -self.x)
         return self._noise_scale
 
     def draw_noise(self, seed: int, samples: int = 1, generator: str = "host") -> Any:
         """Noise e (2K, T[, S]) float32, column-major: N(0, fftstdev^2) (absolute), N(0, 1) * |x_k| (relative) or
-        -u * x with u ~ U(0, 1) per bin (attenuate).
+        -u * x with u ~ U(0, 1) per bin (attenuate) or u = 0 or 1 with probability 1/2 each (drop).
 
         ``generator``: "host" (the same draws on every backend) or "device" (see afmask.mask.noise)."""
-        if generator == "host" and self.noise == "attenuate" and self._af_ext() is not None:
+        if generator == "host" and self.attenuates and self._af_ext() is not None:
             return self.noise_from_host(self.draw_raw_host(seed, samples), samples)
         return self.noise_from(self.draw_raw(seed, samples, generator), samples)
 
@@ -186,7 +188,7 @@ class MaskObjective:
         """:meth:`noise_from` for host draws (NumPy arrays, those of :meth:`draw_raw_host`), on the backend; on
         ArrayFire's CPU backend attenuation noise is written by the extension straight into ArrayFire's buffer
         (the same products as NumPy's, no copy of u and no tiled pair of rows)."""
-        ext = self._af_ext() if self.noise == "attenuate" else None
+        ext = self._af_ext() if self.attenuates else None
         if ext is None:
             return self.noise_from(self.B.asarray(raw), samples)
         eps, ev = self.B.empty_host((2 * self.K, self.T, samples))
@@ -197,21 +199,30 @@ class MaskObjective:
 
     def draw_raw(self, seed: int, samples: int = 1, generator: str = "host") -> Any:
         """The random numbers behind :meth:`draw_noise`: u (K, T[, S]) for attenuation, else N(0, 1) (2K, T[, S])."""
-        if self.noise == "attenuate":
-            return noise.uniform(self.B, self.K, self.T, samples, seed, self.dtype, generator)
+        if self.attenuates:
+            return self.factor(noise.uniform(self.B, self.K, self.T, samples, seed, self.dtype, generator))
         return noise.standard_normal(self.B, 2 * self.K, self.T, samples, seed, self.dtype, generator)
 
     def draw_raw_host(self, seed: int, samples: int = 1) -> np.ndarray:
         """The host generator's numbers behind :meth:`draw_raw` as NumPy arrays, before any copy to a device."""
-        if self.noise == "attenuate":
-            return noise.host_uniform(self.K, self.T, samples, seed, self.dtype)
+        if self.attenuates:
+            return self.factor(noise.host_uniform(self.K, self.T, samples, seed, self.dtype))
         return noise.host_standard_normal(2 * self.K, self.T, samples, seed, self.dtype)
+
+    def factor(self, u: Any) -> Any:
+        """Attenuation's factors from U(0, 1) draws u: u itself ("attenuate"), or 1 where u < 1/2 and 0 elsewhere
+        ("drop"), in place where u is a writeable NumPy array."""
+        if self.noise != "drop":
+            return u
+        if isinstance(u, np.ndarray) and u.flags.writeable:
+            return np.less(u, 0.5, out=u, casting="unsafe")
+        return self.B.astype(u < 0.5, self.dtype)
 
     def noise_from(self, raw: Any, samples: int) -> Any:
         """The noise e of :meth:`draw_noise` from its random numbers ``raw`` (those of :meth:`draw_raw`)."""
         B = self.B
         xp = getattr(B, "xp", None)
-        if self.noise == "attenuate" and xp is not None:
+        if self.attenuates and xp is not None:
             ext = self._ext_arrays(raw, self.x)
             if ext is not None:  # the same products in one pass, into a reused buffer
                 eps = POOL.take(np, (samples, self.T, 2 * self.K), np.float32).transpose(2, 1, 0)
@@ -227,7 +238,7 @@ class MaskObjective:
                         self.x.reshape((2, self.K, self.T, 1), order="F"), out=out)
             xp.negative(out, out=out)
             return B._canon(eps)
-        if self.noise == "attenuate":
+        if self.attenuates:
             # one u per bin for both its rows (moddims of a 2 x K x T x S tile interleaves them): the pair is scaled
             # together, so its phase is kept and only its magnitude changes
             if B.name == "arrayfire":
@@ -579,7 +590,7 @@ class MaskObjective:
 
     def noise_parts(self, seed: int, samples: int) -> "NoiseParts":
         """The attenuation noise of :meth:`draw_noise` (host generator) made one network pass at a time."""
-        if self.noise != "attenuate" or getattr(self.B, "xp", None) is not np:
+        if not self.attenuates or getattr(self.B, "xp", None) is not np:
             raise ValueError("noise made pass by pass is for attenuation noise on the NumPy backend")
         return NoiseParts(self, seed, samples, self.samples_per_pass(samples))
 
@@ -707,5 +718,5 @@ class NoiseParts:
     def __iter__(self) -> Iterator[tuple[int, Any]]:
         o = self.objective
         for n, u in noise.host_uniform_parts(o.K, o.T, self.samples, self.seed, self.per, o.dtype):
-            yield n, o.noise_from(u, n)
+            yield n, o.noise_from(o.factor(u), n)
             u = None

@@ -25,7 +25,7 @@ from afmask.io import save_array
 from afmask.io.files import atomic_write
 from afmask.kernels import mask_step
 from afmask.mask import terms
-from afmask.mask.config import MaskConfig
+from afmask.mask.config import ATTENUATIONS, MaskConfig
 from afmask.mask.monitor import ConvergenceMonitor
 from afmask.mask.objective import MaskObjective, fortran
 from afmask.mask.optim import Adam, make_optimizer
@@ -165,7 +165,7 @@ class MaskRun:
         host generator on NumPy when the S samples take more than one network pass (a long utterance), so that
         neither the whole noise nor the whole draw is ever held; then it is not drawn ahead either."""
         cfg = self.cfg
-        return (self.B.name == "numpy" and cfg.noise == "attenuate" and cfg.noise_generator == "host"
+        return (self.B.name == "numpy" and cfg.noise in ATTENUATIONS and cfg.noise_generator == "host"
                 and cfg.gradient == "hand" and self.obj.samples_per_pass(cfg.samples) < cfg.samples)
 
     def _fresh_noise(self, seed: int) -> Any:
@@ -181,7 +181,7 @@ class MaskRun:
             drawn = ahead[1].result()
             if self.B.name != "numpy":  # drawn on the host ahead: the copy to the device happens here
                 return self.obj.noise_from_host(drawn, self.cfg.samples)
-            return drawn if self.obj.noise != "attenuate" else self.obj.noise_from(drawn, self.cfg.samples)
+            return drawn if not self.obj.attenuates else self.obj.noise_from(drawn, self.cfg.samples)
         return self._fresh_noise(seed)
 
     def prefetch_noise(self, seed: int) -> None:
@@ -204,7 +204,7 @@ class MaskRun:
         # other noises are the size of their random numbers, so they are scaled there too. Other backends: only
         # the host draw runs ahead (NumPy's generator), the copy to the device waits for _noise
         if self.B.name == "numpy":
-            draw = self.obj.draw_raw if self.obj.noise == "attenuate" else self.obj.draw_noise
+            draw = self.obj.draw_raw if self.obj.attenuates else self.obj.draw_noise
             job = self._pool.submit(draw, seed, self.cfg.samples, self.cfg.noise_generator)
         else:
             job = self._pool.submit(self.obj.draw_raw_host, seed, self.cfg.samples)
