@@ -265,6 +265,35 @@ def load_flashlight_params(model, params_path: str) -> None:
             lin.bias.copy_(torch.from_numpy(b.reshape(-1)))
 
 
+def params_width(params_path: str) -> int:
+    """The width C of an exported demo_params.af (its first convolution's output channels)."""
+    from afmask.io import read_arrays
+    arrays = read_arrays(params_path)
+    return int(arrays[sorted(arrays)[0]].shape[-1])
+
+
+def widen_from(model, params_path: str) -> None:
+    """Load narrower exported weights into a wider torch twin so that it computes exactly the same function.
+
+    Each layer's old units keep their weights; the new units keep their fresh (He) incoming weights, and every
+    weight from a new unit into the next layer starts at 0, so the old units, and the output, see only old units
+    until training moves those weights. Duplicating units instead (Net2WiderNet) leaves twins that get equal
+    gradients and stay alike.
+    """
+    import torch
+    small = build_model(params_width(params_path))
+    load_flashlight_params(small, params_path)
+    pairs = list(zip([small.conv0, *small.convs, small.lin1, small.lin2], [model.conv0, *model.convs, model.lin1, model.lin2]))
+    with torch.no_grad():
+        for i, (a, b) in enumerate(pairs):
+            o, n = a.weight.shape[0], a.weight.shape[1]
+            if b.weight.shape[0] < o or b.weight.shape[1] < n:
+                raise ValueError(f"{params_path}: layer {i} is {tuple(a.weight.shape[:2])}, wider than the model's")
+            b.weight[:, n:] = 0.0  # from the new units of the layer below
+            b.weight[:o, :n] = a.weight
+            b.bias[:o] = a.bias
+
+
 def batch_inputs(feats):
     """List of (T_b, 257) arrays -> torch (B, 257, W) with each utterance after its own SAME pad."""
     import torch

@@ -6,7 +6,8 @@ command resumes; train.py resumes from its last checkpoint):
                (skipped when labels/librispeech_whisper.tsv exists: it is committed)
   2. synthetic make_data.py: espeak-ng/flite speech, augmented (simulated rooms too)
   3. real      real_data.py: real speech, held-out speakers, augmented copies
-  4. init      the first demo model (width 128) as the warm start, from git history
+  4. init      the first demo model (width 128) as the warm start, from git history (--init: another;
+               a narrower one is widened to --width without changing its function)
   5. train     train.py on synthetic + real, model selection on held-out real speakers
   6. test      make_data.py: held-out synthetic voices (test_unseen, clean)
   7. export    export.py -> afmask/data/demo/ (demo.arch, demo_params.af)
@@ -28,12 +29,12 @@ INIT_COMMIT = "30b353022ac5989ead22e94b62c3ed443f62ffb2"
 INIT_MD5 = "8fe126bfa7330cabc7dfd65f15c9c6a2"
 
 
-def run(step: str, args: list, log) -> None:
+def run(step: str, args: list, log, width: int) -> None:
     """Run one step's script with this Python; stop the pipeline if it fails."""
     t0 = time.time()
     cmd = [sys.executable, os.path.join(HERE, args[0])] + args[1:]
     log(f"{step}: {' '.join(cmd)}")
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), DEMO_WIDTH=str(width))
     r = subprocess.run(cmd, env=env)
     if r.returncode != 0:
         raise SystemExit(f"step {step} failed (exit {r.returncode}): {' '.join(cmd)}")
@@ -65,6 +66,8 @@ def main():
     ap.add_argument("--hours", type=float, default=1.1, help="training-time budget of train.py")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=2, help="worker processes for data making")
+    ap.add_argument("--width", type=int, default=128,
+                    help="the model's width C (a narrower --init is widened without changing its function)")
     ap.add_argument("--init", default="", help="warm-start weights (default: the first model, from git)")
     ap.add_argument("--export", default=os.path.join(REPO, "afmask", "data", "demo"))
     args = ap.parse_args()
@@ -82,23 +85,23 @@ def main():
 
     labels = os.path.join(HERE, "labels", "librispeech_whisper.tsv")
     if not os.path.exists(labels):
-        run("labels", ["label.py", "--real", args.real, "--out", labels, "--threads", str(args.threads)], log)
+        run("labels", ["label.py", "--real", args.real, "--out", labels, "--threads", str(args.threads)], log, args.width)
     synth = ["make_data.py", "--train", str(args.synthetic), "--val-per-sentence", "1",
              "--test-limit", "210", "--jobs", str(args.jobs), "--rirs", os.path.join(data, "rirs.npz"),
              "--out", data]
-    run("synthetic", synth + ["--splits", "val,train"], log)
+    run("synthetic", synth + ["--splits", "val,train"], log, args.width)
     run("real", ["real_data.py", "--real", args.real, "--labels", labels, "--out", data,
-                 "--jobs", str(args.jobs)], log)
+                 "--jobs", str(args.jobs)], log, args.width)
     init = init_weights(os.path.join(out, "init_demo_params.af"), args.init)
     run("train", ["train.py", "--data", data, "--out", out, "--hours", str(args.hours),
                   "--threads", str(args.threads), "--train-splits", "train,real_train",
                   "--val-splits", "real_val", "--init", init, "--lr", "5e-4", "--warmup", "200",
-                  "--eval-minutes", "8", "--patience", "6"], log)
-    run("synthetic test", synth + ["--splits", "test_unseen"], log)  # held-out voices, after training
-    run("export", ["export.py", "--ckpt", os.path.join(out, "ckpt_best.pt"), "--out", args.export], log)
+                  "--eval-minutes", "8", "--patience", "6"], log, args.width)
+    run("synthetic test", synth + ["--splits", "test_unseen"], log, args.width)  # held-out voices, after training
+    run("export", ["export.py", "--ckpt", os.path.join(out, "ckpt_best.pt"), "--out", args.export], log, args.width)
     run("evaluate", ["evaluate.py", "--model", args.export, "--data", data, "--shared", args.shared,
                      "--splits", "real_val,test_unseen,val", "--json", os.path.join(out, "eval.json"),
-                     "--torch-check", os.path.join(out, "ckpt_best.pt")], log)
+                     "--torch-check", os.path.join(out, "ckpt_best.pt")], log, args.width)
     log(f"pipeline finished in {(time.time() - t_all) / 60:.1f} min (this invocation)")
 
 

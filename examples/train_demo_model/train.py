@@ -141,7 +141,7 @@ def main():
     ap.add_argument("--train-splits", default="train", help="training splits, comma-separated")
     ap.add_argument("--val-splits", default="val",
                     help="validation splits, comma-separated; the first one selects the best model")
-    ap.add_argument("--init", default="", help="warm start from an exported demo_params.af (same width)")
+    ap.add_argument("--init", default="", help="warm start from an exported demo_params.af (the same width or narrower)")
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--eval-minutes", type=float, default=0.0,
                     help="also validate (and keep the best) every this many training minutes (0: per epoch)")
@@ -162,7 +162,9 @@ def main():
     vals = {s: Split(args.data, s) for s in args.val_splits.split(",")}
     val = vals[args.val_splits.split(",")[0]]
     model = common.build_model()
-    if args.init:
+    if args.init and common.params_width(args.init) != common.WIDTH:
+        common.widen_from(model, args.init)  # a warm start from a narrower model, the same function
+    elif args.init:
         common.load_flashlight_params(model, args.init)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     state = {"epoch": 0, "batch": 0, "step": 0, "elapsed": 0.0, "best_cer": 1e9, "bad_epochs": 0, "history": []}
