@@ -160,16 +160,16 @@ def test_compare_runs_side_by_side(run_dir, tmp_path, audio, capsys):
     model = tiny_model()
     other = make_run(tmp_path / "absolute", audio, model, noise="absolute")
     evaluate_run(other, model=model, settings=EvaluationSettings(**{**SETTINGS, "sanity": False}), progress=False)
-    html_path, csv_path = compare_runs([run_dir, other], tmp_path / "cmp" / "compare.html", labels=["attenuate", "absolute"])
+    html_path, csv_path = compare_runs([run_dir, other], tmp_path / "cmp" / "compare.html", labels=["drop", "absolute"])
     assert csv_path == tmp_path / "cmp" / "compare.csv"
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))
-    assert [r["label"] for r in rows] == ["attenuate", "absolute"]
-    assert [r["noise"] for r in rows] == ["attenuate", "absolute"]
+    assert [r["label"] for r in rows] == ["drop", "absolute"]
+    assert [r["noise"] for r in rows] == ["drop", "absolute"]
     ev = json.loads((run_dir / "evaluation.json").read_text())
     assert float(rows[0]["gap_explanation"]) == pytest.approx(ev["areas"]["explanation"]["gap"][ev["metric"]], rel=1e-5)
     assert rows[0]["verdict"] == ev["verdict"] and rows[1]["sanity_all_random"] == ""
     page = html_path.read_text(encoding="utf-8")
-    assert "attenuate" in page and "absolute" in page and page.count("data:image/png;base64,") >= 1
+    assert "drop" in page and "absolute" in page and page.count("data:image/png;base64,") >= 1
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page, re.IGNORECASE)
     # the command line; a folder without evaluation is refused by name
     unevaluated = make_run(tmp_path / "raw", audio, model)

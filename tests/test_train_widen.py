@@ -25,7 +25,7 @@ def test_a_widened_model_gives_the_narrow_models_logits_and_can_learn_with_its_n
     assert na.tolist() == nb.tolist()
     np.testing.assert_array_equal(a.numpy(), b.numpy())
     # the new units are live: their incoming weights are drawn, and the loss reaches the weights out of them
-    assert float(wide.convs[0].weight[width:].abs().sum()) > 0
+    assert float(wide.convs[0].weight.detach()[width:].abs().sum()) > 0
     wide(x, lens)[0].square().sum().backward()
     assert float(wide.convs[1].weight.grad[:, width:].abs().sum()) > 0
     with pytest.raises(ValueError, match="wider"):
