@@ -29,12 +29,12 @@ INIT_COMMIT = "30b353022ac5989ead22e94b62c3ed443f62ffb2"
 INIT_MD5 = "8fe126bfa7330cabc7dfd65f15c9c6a2"
 
 
-def run(step: str, args: list, log, width: int) -> None:
+def run(step: str, args: list, log) -> None:
     """Run one step's script with this Python; stop the pipeline if it fails."""
     t0 = time.time()
     cmd = [sys.executable, os.path.join(HERE, args[0])] + args[1:]
     log(f"{step}: {' '.join(cmd)}")
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), DEMO_WIDTH=str(width))
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run(cmd, env=env)
     if r.returncode != 0:
         raise SystemExit(f"step {step} failed (exit {r.returncode}): {' '.join(cmd)}")
@@ -71,6 +71,7 @@ def main():
     ap.add_argument("--init", default="", help="warm-start weights (default: the first model, from git)")
     ap.add_argument("--export", default=os.path.join(REPO, "afmask", "data", "demo"))
     args = ap.parse_args()
+    os.environ["DEMO_WIDTH"] = str(args.width)  # every step's common.WIDTH (its arch file, the model it builds)
     out = os.path.abspath(args.out)
     data = os.path.join(out, "data")
     os.makedirs(data, exist_ok=True)
@@ -85,23 +86,23 @@ def main():
 
     labels = os.path.join(HERE, "labels", "librispeech_whisper.tsv")
     if not os.path.exists(labels):
-        run("labels", ["label.py", "--real", args.real, "--out", labels, "--threads", str(args.threads)], log, args.width)
+        run("labels", ["label.py", "--real", args.real, "--out", labels, "--threads", str(args.threads)], log)
     synth = ["make_data.py", "--train", str(args.synthetic), "--val-per-sentence", "1",
              "--test-limit", "210", "--jobs", str(args.jobs), "--rirs", os.path.join(data, "rirs.npz"),
              "--out", data]
-    run("synthetic", synth + ["--splits", "val,train"], log, args.width)
+    run("synthetic", synth + ["--splits", "val,train"], log)
     run("real", ["real_data.py", "--real", args.real, "--labels", labels, "--out", data,
-                 "--jobs", str(args.jobs)], log, args.width)
+                 "--jobs", str(args.jobs)], log)
     init = init_weights(os.path.join(out, "init_demo_params.af"), args.init)
     run("train", ["train.py", "--data", data, "--out", out, "--hours", str(args.hours),
                   "--threads", str(args.threads), "--train-splits", "train,real_train",
                   "--val-splits", "real_val", "--init", init, "--lr", "5e-4", "--warmup", "200",
-                  "--eval-minutes", "8", "--patience", "6"], log, args.width)
-    run("synthetic test", synth + ["--splits", "test_unseen"], log, args.width)  # held-out voices, after training
-    run("export", ["export.py", "--ckpt", os.path.join(out, "ckpt_best.pt"), "--out", args.export], log, args.width)
+                  "--eval-minutes", "8", "--patience", "6"], log)
+    run("synthetic test", synth + ["--splits", "test_unseen"], log)  # held-out voices, after training
+    run("export", ["export.py", "--ckpt", os.path.join(out, "ckpt_best.pt"), "--out", args.export], log)
     run("evaluate", ["evaluate.py", "--model", args.export, "--data", data, "--shared", args.shared,
                      "--splits", "real_val,test_unseen,val", "--json", os.path.join(out, "eval.json"),
-                     "--torch-check", os.path.join(out, "ckpt_best.pt")], log, args.width)
+                     "--torch-check", os.path.join(out, "ckpt_best.pt")], log)
     log(f"pipeline finished in {(time.time() - t_all) / 60:.1f} min (this invocation)")
 
 
