@@ -37,7 +37,7 @@ import numpy as np
 
 from afmask.fl.nn import Module
 from afmask.io.files import json_safe
-from afmask.mask.config import ATTENUATIONS
+from afmask.mask.config import ATTENUATIONS, DROP_BELOW
 
 #: The default deletion fractions (of every energy stratum).
 FRACTIONS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -158,7 +158,7 @@ def noisy_magnitude(fft: np.ndarray, level: float = NOISE_LEVEL, seed: int = 0, 
     mag = np.sqrt(f[0::2] ** 2 + f[1::2] ** 2)
     if kind in ATTENUATIONS:
         u = np.random.default_rng([seed, 13]).random(mag.shape)
-        u = (u < 0.5).astype(np.float64) if kind == "drop" else u
+        u = (u < DROP_BELOW).astype(np.float64) if kind == "drop" else u
         return (mag * np.abs(1.0 - float(level) * u)).astype(np.float32)
     if kind != "relative":
         raise ValueError(f"the deletion noise must be 'relative', 'attenuate' or 'drop', got {kind!r}")

@@ -24,6 +24,8 @@ OPTIMIZERS = ("sgd", "adam")
 NOISES = ("absolute", "relative", "attenuate", "drop")
 #: the noises that scale each bin's magnitude by (1 - m*u) instead of adding to it
 ATTENUATIONS = ("attenuate", "drop")
+#: "drop" keeps a bin where its U(0, 1) draw is below this (factor 1) and deletes it elsewhere (factor 0)
+DROP_BELOW = 0.5
 GRADIENTS = ("hand", "autograd")
 STATS = ("float64", "arrayfire_cpu")
 ACCUMULATIONS = ("float64", "float32")

@@ -29,7 +29,7 @@ from afmask.fl import Variable, seq, span
 from afmask.fl.nn import Module
 from afmask.kernels import mask_step
 from afmask.mask import noise
-from afmask.mask.config import ATTENUATIONS, NOISES
+from afmask.mask.config import ATTENUATIONS, DROP_BELOW, NOISES
 from afmask.mask.postprocess import postprocess
 
 #: Frames times samples one network pass takes at most: past it a longer batch only adds memory (the GEMMs are
@@ -215,8 +215,8 @@ class MaskObjective:
         if self.noise != "drop":
             return u
         if isinstance(u, np.ndarray) and u.flags.writeable:
-            return np.less(u, 0.5, out=u, casting="unsafe")
-        return self.B.astype(u < 0.5, self.dtype)
+            return np.less(u, DROP_BELOW, out=u, casting="unsafe")
+        return self.B.astype(u < DROP_BELOW, self.dtype)
 
     def noise_from(self, raw: Any, samples: int) -> Any:
         """The noise e of :meth:`draw_noise` from its random numbers ``raw`` (those of :meth:`draw_raw`)."""
