@@ -10,8 +10,9 @@ RISE, fixed-area extremal masks, afmask's own NoiseMask in the default mode) it 
 model:
 
 - the energy-stratified deletion control (afmask.evaluate.controls, by
-  zeroing; --modes zero noise adds the relative-noise deletion; CER against
-  the clean decoding): paired AUC differences
+  zeroing; --modes zero noise adds deletion by the default mode's own
+  perturbation, drop noise at its bound; --kinds deletion insertion adds
+  insertion; CER against the clean decoding): paired AUC differences
   most - random, least - random, most - shifted (mean over the two shifts);
 - the global deletion/insertion gap AUC(del) - AUC(ins) of the CER against
   the clean decoding (afmask.evaluate.curves, 10 % steps, ties broken at
@@ -23,12 +24,18 @@ model:
   The blind models are exactly blind (their input standardised over the
   other bins); --blind-leaky takes the earlier form, which the band still
   reaches through the global normalisation;
+- model randomisation (afmask.evaluate.sanity.randomisation_check, on the
+  first --randomisation-clips clips): the method re-run on the model with its
+  top half and then all of its layers re-drawn (He-normal), each map's
+  Spearman correlation with the trained map within energy deciles, against
+  the method's own seed-to-seed ceiling;
 - seconds per utterance of the method itself.
 
 OUT/results.csv has one row per clip and method; OUT/table.md the summary per
 method (mean over clips, and how many clips pass). Each method's row is
 written as soon as it is done (OUT/CLIP/METHOD/row.json), and a rerun
-reuses it (--again recomputes). Each method folder is an attribution folder
+reuses it (--again recomputes); a rerun that asks for more (another mode,
+insertion, randomisation) adds it to the saved row from the saved map. Each method folder is an attribution folder
 (importance.npy, attribution.json, config.json, controls.json), so
 ``afmask compare OUT/CLIP/*/`` ranks the methods of one clip per control.
 """
@@ -51,6 +58,7 @@ from afmask.attribute import make_method  # noqa: E402
 from afmask.evaluate.controls import blind_test, evaluate_map, tie_broken_order  # noqa: E402
 from afmask.evaluate.curves import compute_curves, percent_grid  # noqa: E402
 from afmask.evaluate.evaluation import find_transcript, find_words  # noqa: E402
+from afmask.evaluate.sanity import randomisation_check  # noqa: E402
 from afmask.evaluate.scoring import Scorer  # noqa: E402
 from afmask.features import features  # noqa: E402
 from afmask.io import load_audio  # noqa: E402
@@ -67,7 +75,13 @@ BANDS = [(0, 21), (60, 121)]  # bins 0..20 and 60..120
 COLUMNS = ["clip", "method", "seconds", "forwards", "most_random", "least_random", "most_shifted", "most_shifted_worst",
            "random_sd", "stratified_passes", "most_random_noise", "least_random_noise", "most_shifted_noise",
            "gap", "gap_energy", "gap_random", "blind_0_20", "blind_0_20_energy", "blind_60_120", "blind_60_120_energy",
-           "tied_share", "top10_in_words", "top10_in_words_energy", "spearman_energy"]
+           "tied_share", "top10_in_words", "top10_in_words_energy", "spearman_energy",
+           "most_shifted_worst_noise", "stratified_passes_noise",
+           "most_random_ins", "least_random_ins", "most_shifted_worst_ins", "stratified_passes_ins",
+           "rand_raw", "rand_fit", "rand_within", "rand_half_within", "rand_ceiling_within", "rand_passes"]
+#: the columns each optional part fills (a saved row without them is completed from its saved map)
+PART_COLUMNS = {"noise": "stratified_passes_noise", "insertion": "stratified_passes_ins", "randomisation": "rand_passes"}
+DEFAULT = MaskConfig.preset("default")
 
 
 def options(args) -> dict:
@@ -112,7 +126,84 @@ def global_gaps(scorer: Scorer, rankings: dict, step: float) -> dict:
     return {name: pair["deletion"].area("cer_clean") - pair["insertion"].area("cer_clean") for name, pair in curves.items()}
 
 
-def run_clip(clip: Path, out: Path, args, model, blind: bool) -> list[dict]:
+def stratified_columns(part: dict, suffix: str) -> dict:
+    """The row's columns of one mode and kind of the stratified control (CER against the clean decoding)."""
+    d, p = part["diff"], part["passes"]["cer_clean"]
+    cols = {"most_random": d["most-random"]["cer_clean"], "least_random": d["least-random"]["cer_clean"],
+            "most_shifted": d["most-shifted"]["cer_clean"], "most_shifted_worst": d["most-shifted_min"]["cer_clean"],
+            "stratified_passes": bool(p["beats_random_clearly"] and p["beats_shifted"] and p["least_no_worse_than_random"])}
+    if not suffix:
+        cols["random_sd"] = part["random_sd"]["cer_clean"]
+    return {f"{k}{suffix}": v for k, v in cols.items()}
+
+
+def explainer(name: str, opts: dict, feats: dict):
+    """``explain(model, seed) -> importance`` of one method with the table's settings (seeded where it draws)."""
+    kind = "mask" if name == "faithful" else name
+
+    def explain(net, seed: int) -> np.ndarray:
+        o = dict(opts)
+        if kind == "mask":
+            o["config"] = o["config"].replace(seed=int(seed))
+        elif kind in ("smoothgrad", "rise"):
+            o["seed"] = int(seed)
+        return make_method(kind, net, **o).attribute(feats).importance
+
+    return explain
+
+
+def randomisation_columns(res: dict) -> dict:
+    """The row's columns of the randomisation check: the all-random level, the half-random one, the ceiling."""
+    ceiling, half, last = res["levels"][0], res["levels"][1], res["levels"][-1]
+    return {"rand_raw": last["raw"], "rand_fit": last["log_energy_fit"], "rand_within": last["within_deciles"],
+            "rand_half_within": half["within_deciles"], "rand_ceiling_within": ceiling["within_deciles"],
+            "rand_passes": res["passes"]}
+
+
+def add_parts(folder: Path, clip: Path, row: dict, wanted: list[str], fft, mag, model, scorer, opts, feats, name,
+              args) -> dict:
+    """Complete a saved row with the optional parts it lacks (``wanted``), from the saved map."""
+    from afmask.attribute import Attribution
+    from afmask.evaluate.controls import stratified_deletion
+
+    imp = Attribution.load(folder).importance
+    ctl = json.loads((folder / "controls.json").read_text())
+    if "noise" in wanted or "insertion" in wanted:  # the stratified control again, with every mode and kind asked
+        st = stratified_deletion(fft, model, imp, modes=stratified_modes(args), kinds=stratified_kinds(args),
+                                 scorer=scorer, magnitude=mag, noise_kind=args.noise_kind, noise_level=args.noise_level)
+        ctl["stratified"] = st
+        row.update(stratified_part_columns(st))
+    if "randomisation" in wanted:
+        res = randomisation_check(model, explainer(name, opts, feats), imp, mag, scorer.clean_input)
+        ctl["randomisation"] = res
+        row.update(randomisation_columns(res))
+    attribution = json.loads((folder / "attribution.json").read_text())
+    write_folder(folder, clip, attribution, ctl, row)
+    return row
+
+
+def stratified_modes(args) -> list[str]:
+    """Zeroing always (the table's main columns), then the other modes asked."""
+    return ["zero"] + [m for m in args.modes if m != "zero"]
+
+
+def stratified_kinds(args) -> list[str]:
+    """Deletion always, then insertion if asked."""
+    return ["deletion"] + [k for k in args.kinds if k != "deletion"]
+
+
+def stratified_part_columns(st: dict) -> dict:
+    """Every optional mode and kind of a stratified control's result as row columns."""
+    cols = {}
+    m = st["modes"]
+    if "noise" in m:
+        cols.update(stratified_columns(m["noise"]["deletion"], "_noise"))
+    if "insertion" in m["zero"]:
+        cols.update(stratified_columns(m["zero"]["insertion"], "_ins"))
+    return cols
+
+
+def run_clip(clip: Path, out: Path, args, model, blind: bool, randomise: bool = False) -> list[dict]:
     """Every method on one clip; each method's row is kept in OUT/CLIP/METHOD/row.json and reused by a rerun."""
     samples = load_audio(clip)
     feats = features(samples)
@@ -129,8 +220,15 @@ def run_clip(clip: Path, out: Path, args, model, blind: bool) -> list[dict]:
         saved = out / name / "row.json"
         if not saved.is_file() and (out / name / "controls.json").is_file():
             upgrade(out / name, clip, name)  # a folder of this script's first layout (row inside controls.json)
+        wanted = [part for part, on in (("noise", "noise" in args.modes), ("insertion", "insertion" in args.kinds),
+                                        ("randomisation", randomise)) if on]
         if saved.is_file() and not args.again:
-            rows.append(json.loads(saved.read_text()))
+            row = json.loads(saved.read_text())
+            missing = [part for part in wanted if row.get(PART_COLUMNS[part]) is None]
+            if missing:
+                print(f"  {name}: adding {', '.join(missing)} from the saved map", flush=True)
+                row = add_parts(out / name, clip, row, missing, fft, mag, model, scorer, opts[name], feats, name, args)
+            rows.append(row)
             continue
         if reference is None:
             reference = global_gaps(scorer, {"energy": tie_broken_order(mag, 0),
@@ -141,21 +239,12 @@ def run_clip(clip: Path, out: Path, args, model, blind: bool) -> list[dict]:
         a.save(out / name)
         bound = -math.log(method.config.m_max) if name in ("mask", "faithful") and method.config.m_max else None
         ctl = evaluate_map(fft, model, a.importance, magnitude=mag, words=words, bound=bound, transcript=transcript,
-                           scorer=scorer, modes=args.modes, kinds=("deletion",))
-        zero = ctl["stratified"]["modes"]["zero"]["deletion"]
-        noise = ctl["stratified"]["modes"].get("noise", {}).get("deletion")
+                           scorer=scorer, modes=stratified_modes(args), kinds=stratified_kinds(args),
+                           noise_kind=args.noise_kind, noise_level=args.noise_level)
         gap = global_gaps(scorer, {"map": tie_broken_order(a.importance, 0)}, args.step)["map"]
         row = {"clip": clip.stem, "method": name, "seconds": round(a.seconds, 2), "forwards": a.extras.get("forwards"),
-               "most_random": zero["diff"]["most-random"]["cer_clean"], "least_random": zero["diff"]["least-random"]["cer_clean"],
-               "most_shifted": zero["diff"]["most-shifted"]["cer_clean"],
-               "most_shifted_worst": zero["diff"]["most-shifted_min"]["cer_clean"],
-               "random_sd": zero["random_sd"]["cer_clean"],
-               "stratified_passes": bool(zero["passes"]["cer_clean"]["beats_random_clearly"]
-                                         and zero["passes"]["cer_clean"]["beats_shifted"]
-                                         and zero["passes"]["cer_clean"]["least_no_worse_than_random"]),
-               "most_random_noise": noise["diff"]["most-random"]["cer_clean"] if noise else None,
-               "least_random_noise": noise["diff"]["least-random"]["cer_clean"] if noise else None,
-               "most_shifted_noise": noise["diff"]["most-shifted"]["cer_clean"] if noise else None,
+               **stratified_columns(ctl["stratified"]["modes"]["zero"]["deletion"], ""),
+               **stratified_part_columns(ctl["stratified"]),
                "gap": gap, "gap_energy": reference["energy"], "gap_random": reference["random"],
                "tied_share": ctl["ties"]["most_common_share"],
                "spearman_energy": spearman(a.importance, np.log(np.maximum(mag, 1e-12)))}
@@ -170,6 +259,10 @@ def run_clip(clip: Path, out: Path, args, model, blind: bool) -> list[dict]:
                                  band=(lo, hi), magnitude=mag, leaky=args.blind_leaky)
                 row[f"blind_{lo}_{hi - 1}"] = res["map_top_share"]
                 row[f"blind_{lo}_{hi - 1}_energy"] = res["energy_top_share"]
+        if randomise:
+            res = randomisation_check(model, explainer(name, opts[name], feats), a.importance, mag, scorer.clean_input)
+            ctl["randomisation"] = res
+            row.update(randomisation_columns(res))
         ctl["global"] = {"metric": "cer_clean", "gap": {"map": gap, "energy": reference["energy"], "random0": reference["random"]},
                          "beats_energy": bool(gap > reference["energy"]),
                          "verdict": f"global deletion/insertion gap {gap:.3f}, energy {reference['energy']:.3f}"}
@@ -240,11 +333,42 @@ def summary_table(rows: list[dict], methods: list[str]) -> str:
             f"| {mean(m, 'blind_0_20')} ({mean(m, 'blind_0_20_energy')}) | {mean(m, 'blind_60_120')} ({mean(m, 'blind_60_120_energy')}) "
             f"| {mean(m, 'top10_in_words')} ({mean(m, 'top10_in_words_energy')}) "
             f"| {mean(m, 'tied_share')} | {mean(m, 'spearman_energy')} | {mean(m, 'seconds', digits=1)} |")
+    lines += more_controls_table(rows, methods, mean, count)
     lines.append("")
     lines.append(f"Means over {len(clips)} clips ({', '.join(clips)}); in brackets, on how many clips the test passes. AUC "
                  "differences of the CER against the clean decoding; energy-stratified deletion by zeroing (deciles, "
                  "2-50 % of every stratum, 3 random seeds, the map rolled by T/3 and 2T/3).")
     return "\n".join(lines) + "\n"
+
+
+def more_controls_table(rows: list[dict], methods: list[str], mean, count) -> list[str]:
+    """The optional parts' table (own-perturbation deletion, insertion, randomisation), where any row has them."""
+    parts = [(key, head) for key, head in (
+        ("stratified_passes_noise", "deletion by the default mode's own noise: most - random, least - random, worst shift, passes"),
+        ("stratified_passes_ins", "insertion: most - random (< 0), least - random (>= 0), worst shift (< 0), passes"),
+        ("rand_passes", "randomisation, within deciles: all layers random, half random, ceiling, passes"))
+        if any(r.get(key) is not None for r in rows)]
+    if not parts:
+        return []
+    lines = ["", "| method | " + " | ".join(head for _, head in parts) + " |", "|---" * (len(parts) + 1) + "|"]
+    for m in methods:
+        mine = [r for r in rows if r["method"] == m]
+        if not mine:
+            continue
+        cells = []
+        for key, _ in parts:
+            have = [r for r in mine if r.get(key) is not None]
+            if not have:
+                cells.append("n/a")
+            elif key == "rand_passes":
+                cells.append(f"{mean(m, 'rand_within')}, {mean(m, 'rand_half_within')}, {mean(m, 'rand_ceiling_within')}, "
+                             f"{sum(bool(r[key]) for r in have)}/{len(have)}")
+            else:
+                sfx = "_noise" if key.endswith("_noise") else "_ins"
+                cells.append(f"{mean(m, 'most_random' + sfx, True)}, {mean(m, 'least_random' + sfx, True)}, "
+                             f"{mean(m, 'most_shifted_worst' + sfx, True)}, {sum(bool(r[key]) for r in have)}/{len(have)}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -271,7 +395,15 @@ def main(argv=None) -> int:
                    help="run the blind-band tests on the first N clips only (each re-explains twice; default 1)")
     p.add_argument("--step", type=float, default=10.0, help="grid step (per cent) of the global deletion/insertion curves")
     p.add_argument("--modes", nargs="+", default=["zero"], choices=["zero", "noise"],
-                   help="deletion by zeroing and/or by relative noise in the stratified control (default: zero; noise doubles its cost)")
+                   help="deletion by zeroing, and by noise too (--noise-kind; default: zero only; noise doubles its cost)")
+    p.add_argument("--noise-kind", default=DEFAULT.noise, choices=["relative", "attenuate", "drop"],
+                   help="the noise of --modes noise (default: the default mode's own, %(default)s)")
+    p.add_argument("--noise-level", type=float, default=DEFAULT.m_max,
+                   help="its level (default: the default mode's bound, %(default)g)")
+    p.add_argument("--kinds", nargs="+", default=["deletion"], choices=["deletion", "insertion"],
+                   help="the stratified control's deletion and/or insertion (default: deletion)")
+    p.add_argument("--randomisation-clips", type=int, default=0, metavar="N",
+                   help="run the model randomisation check on the first N clips (each re-explains three times; default 0)")
     p.add_argument("--again", action="store_true", help="recompute methods that already have their row.json")
     p.add_argument("--progress", action="store_true")
     args = p.parse_args(argv)
@@ -280,7 +412,8 @@ def main(argv=None) -> int:
     model = demo_model()
     rows = []
     for i, clip in enumerate(clips):
-        rows.extend(run_clip(clip, out / clip.stem, args, model, blind=i < args.blind_clips))
+        rows.extend(run_clip(clip, out / clip.stem, args, model, blind=i < args.blind_clips,
+                             randomise=i < args.randomisation_clips))
     with atomic_write(out / "results.csv") as f:
         buf = [",".join(COLUMNS)]
         for r in rows:

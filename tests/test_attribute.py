@@ -1,6 +1,8 @@
 """The attribution methods: analytic answers on a linear model, finite differences and completeness in float64,
 a model that reads one band, and the shape every method shares."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -379,3 +381,41 @@ def test_the_comparison_script_tabulates_rows_per_method():
     assert "+0.150 (2/2)" in ig and "+0.000 (1/2)" in ig and "| 1/2 |" in ig and "0.300 (0/2)" in ig
     assert not any(line.startswith("| saliency |") for line in lines)  # no rows, no line
     assert "Means over 2 clips (a, b)" in table
+
+
+def test_compare_methods_adds_parts_to_saved_rows(tmp_path):
+    """A rerun asking for own-noise deletion, insertion and randomisation completes the saved rows from the saved
+    maps, and gives what a run asking for everything at once gives."""
+    import importlib.util
+    from pathlib import Path
+
+    import soundfile as sf
+
+    from afmask.io import load_audio
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "compare_methods.py"
+    spec = importlib.util.spec_from_file_location("compare_methods", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, load_audio(Path(module.ROOT) / "afmask" / "data" / "audio" / "demo.wav")[4000:12000], 16000)
+    base = ["--clips", str(clip), "--methods", "saliency", "smoothgrad", "--smoothgrad-samples", "2", "--blind-clips", "0"]
+    more = ["--modes", "zero", "noise", "--kinds", "deletion", "insertion", "--randomisation-clips", "1"]
+    assert module.main(["--out", str(tmp_path / "a"), *base]) == 0
+    first = json.loads((tmp_path / "a" / "clip" / "saliency" / "row.json").read_text())
+    assert first.get("rand_passes") is None and first.get("stratified_passes_ins") is None
+    assert module.main(["--out", str(tmp_path / "a"), *base, *more]) == 0
+    assert module.main(["--out", str(tmp_path / "b"), *base, *more]) == 0
+    for name in ("saliency", "smoothgrad"):
+        added = json.loads((tmp_path / "a" / "clip" / name / "row.json").read_text())
+        whole = json.loads((tmp_path / "b" / "clip" / name / "row.json").read_text())
+        assert added.pop("seconds") > 0 and whole.pop("seconds") > 0
+        for key in ("rand_passes", "stratified_passes_noise", "stratified_passes_ins", "rand_ceiling_within"):
+            assert added[key] is not None
+        assert added == whole
+        controls = json.loads((tmp_path / "a" / "clip" / name / "controls.json").read_text())
+        assert "randomisation" in controls and "insertion" in controls["stratified"]["modes"]["zero"]
+    # saliency is deterministic: its seed-to-seed ceiling is exactly 1
+    assert json.loads((tmp_path / "b" / "clip" / "saliency" / "row.json").read_text())["rand_ceiling_within"] == 1.0
+    table = (tmp_path / "a" / "table.md").read_text()
+    assert "randomisation, within deciles" in table and "| saliency |" in table
