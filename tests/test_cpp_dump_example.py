@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,16 @@ def find_arrayfire_headers() -> Path:
                 "set AF_PATH to an ArrayFire install")
 
 
+def _skip_unless_loadable(library: Path) -> None:
+    """Skip, with the loader's message, where an install's library cannot load (say, a dependency it lacks)."""
+    # a separate process, so that a library that does load stays out of the test session
+    probe = subprocess.run([sys.executable, "-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1])", str(library)],
+                           capture_output=True, text=True, timeout=120, check=False)
+    if probe.returncode != 0:
+        reason = (probe.stderr.strip().splitlines() or ["unknown error"])[-1]
+        pytest.skip(f"ArrayFire install at {library.parent} is incomplete, {library.name} does not load: {reason}")
+
+
 def find_arrayfire() -> tuple[Path, Path, str]:
     """(include dir, library dir, library name) of an ArrayFire install, or a skip saying where it looked."""
     roots = _roots()
@@ -51,7 +62,9 @@ def find_arrayfire() -> tuple[Path, Path, str]:
             continue
         for libdir in (root / "lib64", root / "lib", root / "lib" / "x86_64-linux-gnu"):
             for name in LIBS:
-                if any(libdir.glob(f"lib{name}.so*")) or (libdir / f"lib{name}.dylib").exists():
+                found = sorted(libdir.glob(f"lib{name}.so*")) + sorted(libdir.glob(f"lib{name}.dylib"))
+                if found:
+                    _skip_unless_loadable(found[0])
                     return inc, libdir, name
     pytest.skip(f"ArrayFire headers and library not found (arrayfire.h and lib{{af,afcpu,...}}.so under "
                 f"{', '.join(map(str, roots))}); set AF_PATH to an ArrayFire install")
