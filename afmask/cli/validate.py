@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "A..B-1 (those input frames zeroed), and, unless --leaky, exactly blind: its input standardised "
                     "over the other points only, so the region does not reach it through the global normalisation "
                     "either. Explain the utterance with it (a run folder in DIR), and report the share of the map's "
-                    "top 20%% points inside the blind region against energy's share, and how much deleting the region "
+                    "top 20% points inside the blind region against energy's share, and how much deleting the region "
                     "changes the blind model's output (and the leaky form's). Writes DIR/validation.json.",
     )
     p.add_argument("audio", metavar="AUDIO", help="WAV or FLAC file, 16 kHz mono")
