@@ -493,17 +493,33 @@ def evaluate_attribution(
     modes: Sequence[str] = ("zero",),
     kinds: Sequence[str] = ("deletion", "insertion"),
     progress: bool = True,
+    noise_kind: Optional[str] = None,
+    noise_level: Optional[float] = None,
 ) -> dict:
     """The controls of an attribution folder's map with its model (default: the demo model): energy-stratified
     deletion, ties, plausibility (with a .words.json beside the audio) and the global deletion/insertion gap
-    against energy and random orders; written to DIR/controls.json whole, and returned."""
+    against energy and random orders; written to DIR/controls.json whole, and returned.
+
+    ``noise_kind``, ``noise_level``: the perturbation of ``modes`` "noise" ("relative", "attenuate" or "drop");
+    by default the default mode's own (its noise at its bound), the same for every method so that their rows
+    compare.
+    """
     from afmask.attribute import Attribution
-    from afmask.evaluate.controls import evaluate_map, tie_broken_order
+    from afmask.evaluate.controls import NOISE_KINDS, evaluate_map, tie_broken_order
     from afmask.evaluate.curves import compute_curves, percent_grid
     from afmask.evaluate.evaluation import find_transcript, find_words
     from afmask.evaluate.scoring import Scorer
     from afmask.io.files import atomic_write
+    from afmask.io.progress import progress_bar
     from afmask.model import demo_model
+
+    default = MaskConfig()
+    noise_kind = default.noise if noise_kind is None else noise_kind
+    noise_level = float(default.m_max) if noise_level is None else float(noise_level)
+    if noise_kind not in NOISE_KINDS:
+        raise ValueError(f"noise_kind must be one of {', '.join(NOISE_KINDS)}, got {noise_kind!r}")
+    if not (np.isfinite(noise_level) and noise_level > 0):
+        raise ValueError(f"noise_level must be a finite number > 0, got {noise_level:g}")
 
     out = Path(out)
     result = Attribution.load(out)
@@ -524,11 +540,16 @@ def evaluate_attribution(
         m_max = result.settings.get("config", {}).get("m_max")
         bound = -float(np.log(m_max)) if m_max else None
     doc = evaluate_map(fft, model, result.importance, magnitude=mag, words=words, bound=bound, transcript=transcript,
-                       modes=modes, kinds=kinds, scorer=scorer)
+                       modes=modes, kinds=kinds, scorer=scorer, noise_kind=noise_kind, noise_level=noise_level)
     rankings = {"map": tie_broken_order(result.importance, 0), "energy": tie_broken_order(mag, 0)}
     for i in range(3):
         rankings[f"random{i}"] = np.random.default_rng([0, 7, i]).permutation(mag.size)
-    curves = compute_curves(scorer, rankings, percent_grid(5.0))
+    bar = progress_bar(total=0, desc="afmask attribute: global curves", unit="pass", leave=False) if progress else None
+    try:
+        curves = compute_curves(scorer, rankings, percent_grid(5.0), progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
     metric = doc["stratified"]["metric"]
     gaps = {name: pair["deletion"].area(metric) - pair["insertion"].area(metric) for name, pair in curves.items()}
     best_random = max(v for k, v in gaps.items() if k.startswith("random"))

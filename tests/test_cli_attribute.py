@@ -97,3 +97,26 @@ def test_attribute_averages_mask_restarts(tmp_path, clip, capsys):
     rc = main(["attribute", str(clip), "--method", "saliency", "--restarts", "2", "--out", str(tmp_path / "s"),
                "--model", "demo"])
     assert rc == 2 and "--restarts does not apply to --method saliency" in capsys.readouterr().err
+
+
+def test_attribute_deletes_by_the_default_modes_noise_unless_told_another(tmp_path, linear, clip, capsys):
+    from afmask.api import evaluate_attribution
+    from afmask.model import load_model
+
+    out = tmp_path / "s"
+    rc = main(["attribute", str(clip), "--method", "saliency", "--out", str(out), *linear, "--no-progress",
+               "--modes", "zero", "noise"])
+    assert rc == 0, capsys.readouterr().err
+    st = json.loads((out / "controls.json").read_text())["stratified"]
+    assert st["noise"].startswith("drop:") and st["noise_level"] == 1.0  # the default mode's noise at its bound
+    assert set(st["modes"]) == {"zero", "noise"}
+    model = load_model(linear[1], linear[3])
+    doc = evaluate_attribution(out, model, modes=("noise",), kinds=("deletion",), progress=False,
+                               noise_kind="relative", noise_level=10.0)
+    assert doc["stratified"]["noise"].startswith("relative:") and doc["stratified"]["noise_level"] == 10.0
+    assert doc["stratified"]["modes"]["noise"]["deletion"] != st["modes"]["noise"]["deletion"]
+    with pytest.raises(ValueError, match="noise_kind must be one of relative, attenuate, drop"):
+        evaluate_attribution(out, model, noise_kind="absolute", progress=False)
+    with pytest.raises(SystemExit) as stop:
+        main(["attribute", str(clip), "--method", "saliency", "--out", str(tmp_path / "y"), *linear, "--noise-level", "-1"])
+    assert stop.value.code == 2 and "--noise-level takes a finite number > 0" in capsys.readouterr().err

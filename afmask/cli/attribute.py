@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from afmask.cli.common import add_audio_arguments, add_model_arguments, model_from_args
 
@@ -27,6 +28,16 @@ def _areas(text: str) -> tuple:
     if not areas or any(not 0.0 < a < 1.0 for a in areas):
         raise argparse.ArgumentTypeError(f"--areas takes shares in (0, 1) separated by commas, got {text!r}")
     return areas
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--noise-level takes a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"--noise-level takes a finite number > 0, got {text!r}")
+    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,7 +81,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--restarts", type=int, metavar="N", help="mask: runs with seeds seed .. seed + N - 1, their maps "
                                                             "averaged as percentile ranks (default 1)")
     p.add_argument("--modes", nargs="+", choices=["zero", "noise"], default=["zero"],
-                   help="stratified deletion by zeroing and/or relative noise (default: zero)")
+                   help="stratified deletion by zeroing and/or by noise (--noise-kind; default: zero)")
+    p.add_argument("--noise-kind", choices=["relative", "attenuate", "drop"],
+                   help="the noise of --modes noise (default: the default mode's own, drop)")
+    p.add_argument("--noise-level", type=_positive, metavar="X",
+                   help="its level (default: the default mode's bound, 1)")
     p.add_argument("--no-evaluation", action="store_true", help="skip the controls")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_audio_arguments(p)
@@ -135,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  completeness: sum {c['sum']:.5g} vs score(x) - score(baseline) {c['score_difference']:.5g} "
               f"(relative error {c['relative_delta']:.2g})")
     if not args.no_evaluation:
-        doc = evaluate_attribution(args.out, model, modes=tuple(args.modes), progress=not args.no_progress)
+        doc = evaluate_attribution(args.out, model, modes=tuple(args.modes), progress=not args.no_progress,
+                                   noise_kind=args.noise_kind, noise_level=args.noise_level)
         print(f"  {doc['stratified']['verdict']}")
         print(f"  {doc['global']['verdict']}")
         print(f"  {doc['ties']['verdict']}")

@@ -45,7 +45,9 @@ SEEDS = (0, 1, 2)
 SHIFTS = (1 / 3, 2 / 3)
 MODES = ("zero", "noise")
 KINDS = ("deletion", "insertion")
-#: Relative noise level of the "noise" deletion: the default mode's bound m_max, noise ten times a point's magnitude.
+#: The perturbations the "noise" deletion can apply: the mask's relative noise and its two attenuations.
+NOISE_KINDS = ("relative",) + tuple(ATTENUATIONS)
+#: The relative noise's default level: ten times a point's magnitude, the bound of the earlier relative-noise default.
 NOISE_LEVEL = 10.0
 CONTROL_METRICS = ("cer_clean", "f")
 
@@ -161,7 +163,7 @@ def noisy_magnitude(fft: np.ndarray, level: float = NOISE_LEVEL, seed: int = 0, 
         u = (u < DROP_BELOW).astype(np.float64) if kind == "drop" else u
         return (mag * np.abs(1.0 - float(level) * u)).astype(np.float32)
     if kind != "relative":
-        raise ValueError(f"the deletion noise must be 'relative', 'attenuate' or 'drop', got {kind!r}")
+        raise ValueError(f"the deletion noise must be one of {', '.join(NOISE_KINDS)}, got {kind!r}")
     eps = np.random.default_rng([seed, 13]).standard_normal(f.shape)
     scale = np.repeat(mag, 2, axis=0) * float(level)
     g = f + eps * scale
