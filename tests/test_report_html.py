@@ -265,3 +265,20 @@ def test_report_options_name_the_blind_bands(tmp_path, capsys):
     args = build_parser().parse_args(["report", str(tmp_path), "--blind-band", "30:20"])
     with pytest.raises(ValueError, match="blind_bands"):
         settings_from_args(args)
+
+
+def test_attribution_page_shows_every_control_with_its_verdict_and_plot(run_dir, tmp_path):
+    from afmask.report.attribution import render_attribution_report
+
+    controls = json.loads((run_dir / "evaluation.json").read_text())["controls"]
+    controls["global"] = {"verdict": "global deletion/insertion gap 0.100, energy 0.200, best random 0.010: does NOT beat energy"}
+    page = render_attribution_report(tmp_path, {"method": "saliency", "seconds": 0.1}, {"audio": "a.wav"}, controls)
+    for c in controls.values():
+        assert html.escape(c["verdict"]) in page
+    modes = controls["stratified"]["modes"]
+    for kinds in modes.values():  # every mode and kind of the stratified control, not only the main one
+        for part in kinds.values():
+            assert html.escape(part["verdict"]["cer_clean"]) in page
+    # the stratified curves, plausibility, randomisation and blind-band plots (no heat map in this folder)
+    assert page.count('src="data:image/png;base64,') == 4
+    assert '<div class="box bad">global deletion/insertion' in page

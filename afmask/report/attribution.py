@@ -5,23 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from afmask.report.html import esc, num, page, png_img
+from afmask.report.html import controls_html, esc, num, page, png_img, verdict_box
 
 
 def render_attribution_report(out: Path, attribution: dict, config: dict, controls: Optional[dict]) -> str:
-    """One self-contained page for an attribution folder: heat map, the verdict line of every control, settings."""
+    """One self-contained page for an attribution folder: heat map, every control with its verdict and plot, settings."""
     out = Path(out)
     heat = (out / "heatmap.png").read_bytes() if (out / "heatmap.png").is_file() else None
-    lines = []
     if controls:
-        for key, title in (("stratified", "energy-stratified deletion"), ("global", "global deletion/insertion"),
-                           ("ties", "ties"), ("plausibility", "plausibility")):
-            verdict = (controls.get(key) or {}).get("verdict")
-            if verdict:
-                bad = "WARNING" in verdict or "does NOT" in verdict
-                lines.append(f"<li class='{'bad' if bad else 'good'}'><b>{esc(title)}</b>: {esc(verdict)}</li>")
-    verdicts = (f"<ul>{''.join(lines)}</ul>" if lines else
-                "<p>No controls yet: <code>afmask report DIR --model demo</code> (or --arch/--params) computes them.</p>")
+        g = controls.get("global") or {}
+        head = verdict_box(f"global deletion/insertion: {g['verdict']}", "does NOT" not in g["verdict"]) if g.get("verdict") else ""
+        verdicts = head + controls_html(controls)
+    else:
+        verdicts = "<p>No controls yet: <code>afmask report DIR --model demo</code> (or --arch/--params) computes them.</p>"
     settings = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in (attribution.get("settings") or {}).items())
     extras = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in (attribution.get("extras") or {}).items())
     method = attribution.get("method", "?")

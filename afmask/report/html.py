@@ -248,14 +248,14 @@ def controls_html(controls: dict) -> str:
                      "most important are deleted, against a random x% of every decile, the x% it calls least important "
                      "and the x% the same map rolled in time by T/3 and 2T/3 calls most important (a wrong map with the "
                      "same structure). Loudness is the same in the compared sets, so a difference is what the map knows "
-                     "beyond energy. Deletion by zeroing, and by the method's own perturbation (relative noise "
-                     f"x{st['noise_level']:g} on the deleted points). AUC: mean score over x in [0, "
+                     "beyond energy. Deletion by zeroing, and by the method's own perturbation where asked ("
+                     f"{esc(st['noise'])}, level {st['noise_level']:g}). AUC: mean score over x in [0, "
                      f"{100 * st['x'][-1]:g}%]; differences are paired (same x, same noise).</p>")
         for mode, kinds in st["modes"].items():
             for kind, part in kinds.items():
                 for mt, line in part["verdict"].items():
                     if part["diff"]["most-random"][mt] is not None:
-                        parts.append(_box(f"{kind}: {line}", _passed(line)))
+                        parts.append(verdict_box(f"{kind}: {line}", _passed(line)))
         rows = []
         for mode, kinds in st["modes"].items():
             for kind, part in kinds.items():
@@ -275,14 +275,14 @@ def controls_html(controls: dict) -> str:
     t = controls.get("ties")
     if t:
         parts.append("<h3>Ties</h3>")
-        parts.append(_box(t["verdict"], not t["verdict"].startswith("WARNING")))
+        parts.append(verdict_box(t["verdict"], not t["verdict"].startswith("WARNING")))
         parts.append("<table>" + "".join(f"<tr><th>{esc(k)}</th><td class='num'>{esc(num(v) if isinstance(v, float) else v)}</td></tr>"
                                          for k, v in t.items() if k != "verdict") + "</table>")
     p = controls.get("plausibility")
     if p:
         key = next(k for k in p["map"] if k.startswith("top"))
         parts.append("<h3>Plausibility against the word alignment</h3>")
-        parts.append(_box(p["verdict"], _passed(p["verdict"])))
+        parts.append(verdict_box(p["verdict"], _passed(p["verdict"])))
         parts.append("<table><tr><th>map</th><th>rank mass inside words</th><th>top points inside words</th>"
                      "<th>mean rank in words</th><th>mean rank in silence</th></tr>" + "".join(
                          f"<tr><td>{n}</td><td class='num'>{num(p[n]['mass_in_words'])}</td><td class='num'>{num(p[n][key])}</td>"
@@ -292,7 +292,7 @@ def controls_html(controls: dict) -> str:
     r = controls.get("randomisation")
     if r:
         parts.append("<h3>Model randomisation with energy taken out</h3>")
-        parts.append(_box(r["verdict"], r["passes"]))
+        parts.append(verdict_box(r["verdict"], r["passes"]))
         parts.append("<table><tr><th>level</th><th>raw</th><th>after log-energy fit</th><th>within deciles</th>"
                      "<th>distinct tokens (clean input)</th><th>time</th></tr>" + "".join(
                          f"<tr><td>{esc(lv['label'])}</td><td class='num'>{num(lv['raw'])}</td>"
@@ -312,7 +312,7 @@ def controls_html(controls: dict) -> str:
                      "the global normalisation. It is explained with the run's settings; a right map puts none of its "
                      "most important points in the band.</p>")
         for b in blinds:
-            parts.append(_box(b["verdict"], b["passes"]))
+            parts.append(verdict_box(b["verdict"], b["passes"]))
             if b.get("profile"):
                 parts.append(png_img(figure_png(blind_figure(b)), f"blind model, {b['region']}"))
     return "\n".join(parts)
@@ -337,7 +337,8 @@ def settings_html(config, summary: dict, evaluation: Optional[dict]) -> str:
     return "\n".join(parts)
 
 
-def _box(text: str, good: Optional[bool]) -> str:
+def verdict_box(text: str, good: Optional[bool]) -> str:
+    """A verdict line in a box coloured by whether it passed (None: neither)."""
     cls = "neutral" if good is None else ("ok" if good else "bad")
     return f'<div class="box {cls}">{esc(text)}</div>'
 
@@ -367,12 +368,12 @@ def render_report(
     if evaluation:
         body.append("<h2>Verdict</h2>")
         deaf = evaluation.get("hears_nothing")  # a red box: the numbers below are of noise
-        body.append(_box(evaluation["verdict"], False if deaf else None if evaluation["reversed"] is None else not evaluation["reversed"]))
-        body.append(_box(evaluation["energy_note"], evaluation["beats_energy"]))
+        body.append(verdict_box(evaluation["verdict"], False if deaf else None if evaluation["reversed"] is None else not evaluation["reversed"]))
+        body.append(verdict_box(evaluation["energy_note"], evaluation["beats_energy"]))
         if evaluation.get("sanity"):
-            body.append(_box(evaluation["sanity"]["note"], evaluation["sanity"]["decorrelates"]))
+            body.append(verdict_box(evaluation["sanity"]["note"], evaluation["sanity"]["decorrelates"]))
         for c in (evaluation.get("controls") or {}).values():
-            body.append(_box(c["verdict"], _passed(c["verdict"])))
+            body.append(verdict_box(c["verdict"], _passed(c["verdict"])))
         tr = evaluation.get("transcript")
         clean_vs_tr = evaluation["curves"]["explanation"]["deletion"]["cer_transcript"][0]
         body.append("<table>"
@@ -382,7 +383,7 @@ def render_report(
                     + f"<tr><th>importance vs energy (Spearman)</th><td class='num'>{num(evaluation['importance_vs_energy'])}</td></tr>"
                     "</table>")
     else:
-        body.append(_box(f"This run has not been evaluated: run `afmask report {out} --model demo` (or --arch A --params P, "
+        body.append(verdict_box(f"This run has not been evaluated: run `afmask report {out} --model demo` (or --arch A --params P, "
                          "the model the run explained) to compute the renditions, curves and sanity check.", None))
     body.append("<h2>Spectrogram and importance</h2>")
     body.append("<p>Importance of a time-frequency point comes from the learned noise scale m over its (Re, Im) pair: "
