@@ -78,7 +78,8 @@ COLUMNS = ["clip", "method", "seconds", "forwards", "most_random", "least_random
            "tied_share", "top10_in_words", "top10_in_words_energy", "spearman_energy",
            "most_shifted_worst_noise", "stratified_passes_noise",
            "most_random_ins", "least_random_ins", "most_shifted_worst_ins", "stratified_passes_ins",
-           "rand_raw", "rand_fit", "rand_within", "rand_half_within", "rand_ceiling_within", "rand_passes"]
+           "rand_raw", "rand_fit", "rand_within", "rand_half_within", "rand_ceiling_within", "rand_passes",
+           "most_random_noise_ins", "least_random_noise_ins", "most_shifted_worst_noise_ins", "stratified_passes_noise_ins"]
 #: the columns each optional part fills (a saved row without them is completed from its saved map)
 PART_COLUMNS = {"noise": "stratified_passes_noise", "insertion": "stratified_passes_ins", "randomisation": "rand_passes"}
 DEFAULT = MaskConfig.preset("default")
@@ -200,7 +201,15 @@ def stratified_part_columns(st: dict) -> dict:
         cols.update(stratified_columns(m["noise"]["deletion"], "_noise"))
     if "insertion" in m["zero"]:
         cols.update(stratified_columns(m["zero"]["insertion"], "_ins"))
+    if "insertion" in m.get("noise", {}):
+        cols.update(stratified_columns(m["noise"]["insertion"], "_noise_ins"))
     return cols
+
+
+def refresh_parts(folder: Path, row: dict) -> dict:
+    """A saved row with the stratified parts its folder's controls.json holds (an older row may lack columns)."""
+    st = json.loads((folder / "controls.json").read_text()).get("stratified")
+    return {**row, **stratified_part_columns(st)} if st else row
 
 
 def run_clip(clip: Path, out: Path, args, model, blind: bool, randomise: bool = False) -> list[dict]:
@@ -223,7 +232,7 @@ def run_clip(clip: Path, out: Path, args, model, blind: bool, randomise: bool = 
         wanted = [part for part, on in (("noise", "noise" in args.modes), ("insertion", "insertion" in args.kinds),
                                         ("randomisation", randomise)) if on]
         if saved.is_file() and not args.again:
-            row = json.loads(saved.read_text())
+            row = refresh_parts(out / name, json.loads(saved.read_text()))
             missing = [part for part in wanted if row.get(PART_COLUMNS[part]) is None]
             if missing:
                 print(f"  {name}: adding {', '.join(missing)} from the saved map", flush=True)
@@ -346,6 +355,8 @@ def more_controls_table(rows: list[dict], methods: list[str], mean, count) -> li
     parts = [(key, head) for key, head in (
         ("stratified_passes_noise", "deletion by the default mode's own noise: most - random, least - random, worst shift, passes"),
         ("stratified_passes_ins", "insertion: most - random (< 0), least - random (>= 0), worst shift (< 0), passes"),
+        ("stratified_passes_noise_ins", "insertion, the rest by the default mode's own noise: most - random, "
+                                        "least - random, worst shift, passes"),
         ("rand_passes", "randomisation, within deciles: all layers random, half random, ceiling, passes"))
         if any(r.get(key) is not None for r in rows)]
     if not parts:
@@ -364,7 +375,7 @@ def more_controls_table(rows: list[dict], methods: list[str], mean, count) -> li
                 cells.append(f"{mean(m, 'rand_within')}, {mean(m, 'rand_half_within')}, {mean(m, 'rand_ceiling_within')}, "
                              f"{sum(bool(r[key]) for r in have)}/{len(have)}")
             else:
-                sfx = "_noise" if key.endswith("_noise") else "_ins"
+                sfx = key[len("stratified_passes"):]
                 cells.append(f"{mean(m, 'most_random' + sfx, True)}, {mean(m, 'least_random' + sfx, True)}, "
                              f"{mean(m, 'most_shifted_worst' + sfx, True)}, {sum(bool(r[key]) for r in have)}/{len(have)}")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")

@@ -410,7 +410,8 @@ def test_compare_methods_adds_parts_to_saved_rows(tmp_path):
         added = json.loads((tmp_path / "a" / "clip" / name / "row.json").read_text())
         whole = json.loads((tmp_path / "b" / "clip" / name / "row.json").read_text())
         assert added.pop("seconds") > 0 and whole.pop("seconds") > 0
-        for key in ("rand_passes", "stratified_passes_noise", "stratified_passes_ins", "rand_ceiling_within"):
+        for key in ("rand_passes", "stratified_passes_noise", "stratified_passes_ins", "stratified_passes_noise_ins",
+                    "rand_ceiling_within"):
             assert added[key] is not None
         assert added == whole
         controls = json.loads((tmp_path / "a" / "clip" / name / "controls.json").read_text())
@@ -419,3 +420,13 @@ def test_compare_methods_adds_parts_to_saved_rows(tmp_path):
     assert json.loads((tmp_path / "b" / "clip" / "saliency" / "row.json").read_text())["rand_ceiling_within"] == 1.0
     table = (tmp_path / "a" / "table.md").read_text()
     assert "randomisation, within deciles" in table and "| saliency |" in table
+    assert "insertion, the rest by the default mode's own noise" in table
+    # a row saved before a column existed gets it from its folder's controls.json, not by recomputing
+    saved = tmp_path / "a" / "clip" / "saliency" / "row.json"
+    old = json.loads(saved.read_text())
+    trimmed = {k: v for k, v in old.items() if not k.endswith("_noise_ins")}
+    saved.write_text(json.dumps(trimmed))
+    assert module.main(["--out", str(tmp_path / "a"), *base, *more]) == 0
+    rows = (tmp_path / "a" / "results.csv").read_text().splitlines()
+    head, sal = rows[0].split(","), next(r for r in rows if ",saliency," in r).split(",")
+    assert float(sal[head.index("most_random_noise_ins")]) == pytest.approx(old["most_random_noise_ins"], rel=1e-5)
