@@ -103,7 +103,7 @@ def test_the_true_map_passes_deletion_by_drop_noise_and_the_control_says_which_n
     res = stratified_deletion(utterance["fft"], window_model(T), truth_map(T), fractions=(0.02, 0.05), seeds=(0, 1),
                               modes=("noise",), kinds=("deletion",), noise_kind="drop", noise_level=1.0)
     assert res["noise"].startswith("drop:")
-    assert "scaling by 1 - 1 or 1 at random" in res["modes"]["noise"]["deletion"]["verdict"]["cer_clean"]
+    assert "drop noise at level 1, each point scaled by 0 or 1 at random" in res["modes"]["noise"]["deletion"]["verdict"]["cer_clean"]
     d = res["modes"]["noise"]["deletion"]
     assert d["passes"]["cer_clean"]["beats_random"] and d["diff"]["most-random"]["cer_clean"] > 0, d["diff"]
 

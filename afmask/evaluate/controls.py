@@ -333,7 +333,8 @@ def _summarise(kind: str, mode: str, curves: dict, areas: dict, names: list, lev
     random_mean, random_sd, passes, verdict = {}, {}, {}, {}
     how = "zeroing" if mode == "zero" else {"relative": f"relative noise x{level:g}",
                                             "attenuate": f"attenuation by U(0, {level:g})",
-                                            "drop": f"scaling by 1 - {level:g} or 1 at random"}[noise_kind]
+                                            "drop": f"drop noise at level {level:g}, each point scaled by {abs(1 - level):g} or 1 "
+                                                    "at random"}[noise_kind]
     for mt in CONTROL_METRICS:
         rm = _mean(areas[r][mt] for r in randoms)
         random_mean[mt], random_sd[mt] = rm, _sd(areas[r][mt] for r in randoms)
