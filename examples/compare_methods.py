@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from afmask.attribute import make_method  # noqa: E402
-from afmask.evaluate.controls import blind_test, evaluate_map, tie_broken_order  # noqa: E402
+from afmask.evaluate.controls import NOISE_KINDS, blind_test, evaluate_map, tie_broken_order  # noqa: E402
 from afmask.evaluate.curves import compute_curves, percent_grid  # noqa: E402
 from afmask.evaluate.evaluation import find_transcript, find_words  # noqa: E402
 from afmask.evaluate.sanity import randomisation_check  # noqa: E402
@@ -407,7 +407,7 @@ def main(argv=None) -> int:
     p.add_argument("--step", type=float, default=10.0, help="grid step (per cent) of the global deletion/insertion curves")
     p.add_argument("--modes", nargs="+", default=["zero"], choices=["zero", "noise"],
                    help="deletion by zeroing, and by noise too (--noise-kind; default: zero only; noise doubles its cost)")
-    p.add_argument("--noise-kind", default=DEFAULT.noise, choices=["relative", "attenuate", "drop"],
+    p.add_argument("--noise-kind", default=DEFAULT.noise, choices=NOISE_KINDS,
                    help="the noise of --modes noise (default: the default mode's own, %(default)s)")
     p.add_argument("--noise-level", type=float, default=DEFAULT.m_max,
                    help="its level (default: the default mode's bound, %(default)g)")

@@ -43,6 +43,7 @@ def _positive(text: str) -> float:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``attribute`` sub-command."""
     from afmask.attribute import METHODS, SCORES, SPACES
+    from afmask.evaluate.controls import NOISE_KINDS
 
     p = sub.add_parser(
         "attribute",
@@ -82,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                             "averaged as percentile ranks (default 1)")
     p.add_argument("--modes", nargs="+", choices=["zero", "noise"], default=["zero"],
                    help="stratified deletion by zeroing and/or by noise (--noise-kind; default: zero)")
-    p.add_argument("--noise-kind", choices=["relative", "attenuate", "drop"],
+    p.add_argument("--noise-kind", choices=NOISE_KINDS,
                    help="the noise of --modes noise (default: the default mode's own, drop)")
     p.add_argument("--noise-level", type=_positive, metavar="X",
                    help="its level (default: the default mode's bound, 1)")
