@@ -271,7 +271,8 @@ def test_attribution_page_shows_every_control_with_its_verdict_and_plot(run_dir,
     from afmask.report.attribution import render_attribution_report
 
     controls = json.loads((run_dir / "evaluation.json").read_text())["controls"]
-    controls["global"] = {"verdict": "global deletion/insertion gap 0.100, energy 0.200, best random 0.010: does NOT beat energy"}
+    controls["global"] = {"beats_energy": False,
+                          "verdict": "global deletion/insertion gap 0.100, energy 0.200, best random 0.010: does NOT beat energy"}
     page = render_attribution_report(tmp_path, {"method": "saliency", "seconds": 0.1}, {"audio": "a.wav"}, controls)
     for c in controls.values():
         assert html.escape(c["verdict"]) in page

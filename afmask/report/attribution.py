@@ -14,7 +14,7 @@ def render_attribution_report(out: Path, attribution: dict, config: dict, contro
     heat = (out / "heatmap.png").read_bytes() if (out / "heatmap.png").is_file() else None
     if controls:
         g = controls.get("global") or {}
-        head = verdict_box(f"global deletion/insertion: {g['verdict']}", "does NOT" not in g["verdict"]) if g.get("verdict") else ""
+        head = verdict_box(f"global deletion/insertion: {g['verdict']}", g.get("beats_energy")) if g.get("verdict") else ""
         verdicts = head + controls_html(controls)
     else:
         verdicts = "<p>No controls yet: <code>afmask report DIR --model demo</code> (or --arch/--params) computes them.</p>"
