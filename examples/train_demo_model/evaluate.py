@@ -5,7 +5,10 @@ demo_params.af, implementing flashlight's semantics independently of torch
 (View, Conv2D cross-correlation with SAME padding, ReLU, Reorder, Linear), so
 it checks the export as afmask will load it. Reports greedy-decoding CER on
 the held-out synthetic splits (per voice for unseen voices) and on the real
-recordings in shared/data (LibriVox, LibriSpeech). Optionally (--torch-check)
+recordings in shared/data (LibriVox, LibriSpeech); for real_train, on the clean
+copy of each training utterance, which says whether the model under- or
+over-fits (held-out CER far above it: more data helps; close to it: more
+training or width helps). Optionally (--torch-check)
 compares against the torch model of the checkpoint.
 
 Usage: python evaluate.py [--shared ../shared] [--json work/eval.json]
@@ -86,7 +89,7 @@ def main():
     ap.add_argument("--data", default=os.path.join(common.WORK, "data"))
     ap.add_argument("--shared", default=os.environ.get("AFMASK_SHARED", os.path.join(common.REPO, "..", "shared")))
     ap.add_argument("--json", default=os.path.join(common.WORK, "eval.json"))
-    ap.add_argument("--splits", default="test_unseen,test_seen,val", help="synthetic splits, comma-separated ('' for none)")
+    ap.add_argument("--splits", default="test_unseen,test_seen,val", help="cached splits, comma-separated ('' for none); real_train is scored on its clean copies only")
     ap.add_argument("--torch-check", default=None, help="checkpoint to compare the NumPy forward against")
     args = ap.parse_args()
     net = NumpyW2L(os.path.join(args.model, "demo.arch"), os.path.join(args.model, "demo_params.af"))
@@ -127,8 +130,11 @@ def main():
             continue
         meta = json.load(open(os.path.join(d, "index.json")))
         feats = np.memmap(os.path.join(d, "feats.f16"), dtype=np.float16, mode="r", shape=(meta["frames"], 257))
+        utts = meta["utts"]
+        if split == "real_train":  # only the clean copy of each training utterance: how well the model fits them
+            utts = [u for u in utts if u.get("copy") == 0]
         errs, chars = defaultdict(float), defaultdict(int)
-        for u in meta["utts"]:
+        for u in utts:
             f = np.asarray(feats[u["feat_offset"]: u["feat_offset"] + u["n_frames"]], np.float32)
             hyp = common.greedy_decode(net(f))
             key = f"{u['engine']}:{u['voice']}" if split == "test_unseen" else u["engine"]
@@ -136,7 +142,7 @@ def main():
                 errs[k] += common.cer(hyp, u["text"]) * len(u["text"])
                 chars[k] += len(u["text"])
         res[split] = {k: {"cer": errs[k] / chars[k], "chars": chars[k]} for k in sorted(errs)}
-        print(f"{split}: CER {res[split]['all']['cer']:.4f} over {len(meta['utts'])} utterances", flush=True)
+        print(f"{split}: CER {res[split]['all']['cer']:.4f} over {len(utts)} utterances", flush=True)
         for k in sorted(errs):
             if k != "all":
                 print(f"    {k:40s} {errs[k] / chars[k]:.4f}")

@@ -101,7 +101,7 @@ def main():
     run("synthetic test", synth + ["--splits", "test_unseen"], log)  # held-out voices, after training
     run("export", ["export.py", "--ckpt", os.path.join(out, "ckpt_best.pt"), "--out", args.export], log)
     run("evaluate", ["evaluate.py", "--model", args.export, "--data", data, "--shared", args.shared,
-                     "--splits", "real_val,test_unseen,val", "--json", os.path.join(out, "eval.json"),
+                     "--splits", "real_val,test_unseen,val,real_train", "--json", os.path.join(out, "eval.json"),
                      "--torch-check", os.path.join(out, "ckpt_best.pt")], log)
     log(f"pipeline finished in {(time.time() - t_all) / 60:.1f} min (this invocation)")
 
